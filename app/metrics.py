@@ -1,0 +1,51 @@
+"""Prometheus metrics. Labels never carry user input (PHI): only route templates."""
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+REQUESTS = Counter(
+    "clinchat_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "clinchat_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+)
+DEPENDENCY_FAILURES = Counter(
+    "clinchat_dependency_check_failures_total", "Failed readiness checks", ["dependency"]
+)
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    # Unmatched paths are one label value, so a client cannot grow the label set.
+    return getattr(route, "path", "<unmatched>")
+
+
+async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = _route_template(request)
+    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    return response
+
+
+def exposition() -> Response:
+    # Under gunicorn every worker is a process: aggregate their files.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = DEFAULT_REGISTRY
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Real services started privately on loopback for the test suites."""
