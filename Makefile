@@ -1,0 +1,84 @@
+# ClinChat Appliance: every entry point a developer, CI or hospital IT needs.
+# `make lab` builds the lab and deploys the appliance on it; `make test` is CI.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := 0
+export PYTHONUNBUFFERED := 1
+export HF_HUB_OFFLINE := 1
+export CLINCHAT_CACHE ?= /var/cache/clinchat
+LAB := tests/lab/clinchat-lab
+MOLECULE_SCENARIOS := base pki postgresql app nginx
+SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
+
+.PHONY: help setup venv lint unit bundle lab-image lab lab-down molecule e2e test clean
+
+help:
+	@echo "make lab       build the lab hosts and the offline bundle, deploy site.yml, print the URL"
+	@echo "make lab-down  destroy the lab hosts and stop the bundle server"
+	@echo "make test      everything CI runs (lint, unit, molecule, end-to-end)"
+	@echo "make lint | unit | bundle | molecule | e2e   one tier of it"
+
+# Debian packages the controller needs: the lab (nspawn, debootstrap, qemu),
+# the bundle build (gnupg, apt-utils), the test fixtures' real services.
+$(SETUP_STAMP): tests/lab/setup.sh tests/setup-controller.sh
+	bash tests/setup-controller.sh
+	mkdir -p $(dir $@) && touch $@
+
+setup: $(SETUP_STAMP)
+
+$(VENV)/.stamp: pyproject.toml | $(SETUP_STAMP)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'pip==25.2'
+	# torch==2.13.0 is the CPU build from this machine's disk (see README).
+	$(VENV)/bin/pip install --quiet -e '.[dev,serving]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	ruff check .
+	ruff format --check .
+	mypy app serving
+	ansible-playbook --syntax-check site.yml playbooks/*.yml -i inventories/prod
+	ansible-lint --profile production
+
+unit: venv
+	pytest -q tests/app tests/serving
+
+bundle: venv
+	ansible-playbook playbooks/bundle.yml -i inventories/lab
+
+lab-image: venv setup
+	$(LAB) rootfs
+
+molecule: venv bundle lab-image
+	$(LAB) serve-bundle
+	set -e; for scenario in $(MOLECULE_SCENARIOS); do \
+	  echo "== molecule test -s $$scenario"; molecule test -s $$scenario; \
+	done
+
+e2e: venv bundle lab-image
+	pytest -q tests/e2e
+
+lab: venv bundle lab-image
+	$(LAB) up --spec inventories/lab/lab.yml
+	ansible-playbook site.yml -i inventories/lab
+	@echo
+	@echo "ClinChat lab is up: https://10.213.0.11/  (CA: $$(ls /var/lib/clinchat/pki/lab/ca.crt))"
+	@echo "  curl --cacert /var/lib/clinchat/pki/lab/ca.crt https://10.213.0.11/health/ready"
+
+lab-down:
+	$(LAB) down --spec inventories/lab/lab.yml
+
+test: lint unit molecule e2e
+	@echo "make test: all tiers passed"
+
+clean: lab-down
+	rm -rf $(VENV)
