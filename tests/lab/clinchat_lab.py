@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ LAB_CACHE = CACHE / "lab"
 MACHINES = STATE / "machines"
 SSH_KEY = STATE / "ssh" / "id_ed25519"
 BUNDLE_STATE = STATE / "bundle-server.json"
+BUNDLE_MARKER = "http.server --bind 10.213.0.1"
 
 BRIDGE = "clinchat0"
 NETWORK = ipaddress.ip_network("10.213.0.0/24")
@@ -75,20 +76,11 @@ QEMU_ROOT_DISK = "8G"  # sparse: costs only what is written
 NSPAWN_BOOT_TIMEOUT = 120
 QEMU_BOOT_TIMEOUT = 600
 STOP_TIMEOUT = 60
+# Host keys are fresh on every create: no known_hosts to keep.
 SSH_OPTIONS = (
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    "ConnectTimeout=5",
-)
+    "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+    "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5"
+).split()
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 SIZE_RE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
 
@@ -169,7 +161,7 @@ def stop_process(pid: int | None, marker: str, timeout: float = STOP_TIMEOUT) ->
         raise LabError(f"pid {pid} does not exit even after SIGKILL")
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -197,7 +189,7 @@ def cached(kind: str, key: str) -> Path:
     return LAB_CACHE / f"{kind}-{SUITE}-{key}"
 
 
-def build_cached(kind: str, key: str, build: Any) -> Path:
+def build_cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
     """Builds into a temporary directory and renames it into place, so an
     interrupted build never leaves a half cache. The stamp (the key, in the
     directory name and stamp.json) changes with the suite or the package list."""
@@ -229,16 +221,8 @@ def build_cached(kind: str, key: str, build: Any) -> Path:
 def build_base(tmp: Path) -> None:
     rootfs = tmp / "rootfs"
     log(f"debootstrap {SUITE} into {rootfs} (about a minute)")
-    run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
-            SUITE,
-            rootfs,
-            MIRROR,
-        ]
-    )
+    include = f"--include={','.join(BASE_PACKAGES)}"
+    run(["debootstrap", "--variant=minbase", include, SUITE, rootfs, MIRROR])
     run(["chroot", rootfs, "systemctl", "enable", "systemd-networkd"])
     seal_image(rootfs)
 
@@ -280,21 +264,9 @@ def build_qemu(tmp: Path) -> None:
         "apt-get install -y -qq --no-install-recommends " + " ".join(QEMU_PACKAGES) + "; "
         "apt-get clean"
     )
-    run(
-        [
-            "systemd-nspawn",
-            "--quiet",
-            "--register=no",
-            "--keep-unit",
-            "--as-pid2",
-            "--resolv-conf=copy-host",
-            "--setenv=DEBIAN_FRONTEND=noninteractive",
-            f"--directory={rootfs}",
-            "sh",
-            "-c",
-            script,
-        ]
-    )
+    nspawn = "systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --resolv-conf=copy-host"
+    env = "--setenv=DEBIAN_FRONTEND=noninteractive"
+    run([*nspawn.split(), env, f"--directory={rootfs}", "sh", "-c", script])
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 errors=remount-ro 0 1\n")
     for pattern, name in (("vmlinuz-*", "vmlinuz"), ("initrd.img-*", "initrd.img")):
         found = sorted((rootfs / "boot").glob(pattern))
@@ -377,8 +349,9 @@ class Machine:
 
     @property
     def marker(self) -> str:
-        """A string only this machine's process has in its command line."""
-        return str(self.dir)
+        """A string only this machine's process has in its command line (the
+        trailing slash: lab-t5 must not match lab-t50's process)."""
+        return f"{self.dir}/"
 
     def running(self) -> bool:
         return process_alive(self.pid, self.marker)
@@ -412,6 +385,19 @@ def all_machines() -> list[Machine]:
         return []
     found = (load_machine(entry.name) for entry in sorted(MACHINES.iterdir()))
     return [machine for machine in found if machine is not None]
+
+
+def address_answers(address: ipaddress.IPv4Address) -> bool:
+    """Someone holds the address if port 22 accepts or actively refuses."""
+    if not link_exists(BRIDGE):
+        return False
+    try:
+        with socket.create_connection((str(address), 22), timeout=1):
+            return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def ensure_ssh_key() -> None:
@@ -485,6 +471,11 @@ def reserve(
         for other in all_machines():
             if other.name != name and other.address == str(address):
                 raise LabError(f"{address} is already taken by {other.name}")
+        if address_answers(address):
+            raise LabError(
+                f"{address} already answers on {BRIDGE} but is none of the hosts in {MACHINES} "
+                "(another CLINCHAT_LAB_STATE?); pick another address"
+            )
         if existing or (MACHINES / name).exists():
             log(f"{name} exists but does not run: recreating it")
             remove_machine_files(existing or Machine(name, str(address), kind))
@@ -569,22 +560,19 @@ def boot_nspawn(machine: Machine) -> None:
     Private network (a veth on the bridge) also gives it CAP_NET_ADMIN, which
     nftables needs. Not given: CAP_SYS_MODULE, kernel.* sysctls, device access
     (LUKS), audit: those tests run on qemu."""
+    options = "--boot --register=no --keep-unit --resolv-conf=off --timezone=off --link-journal=no"
     argv = [
         "systemd-nspawn",
-        "--boot",
-        "--register=no",
-        "--keep-unit",
+        *options.split(),
+        "--console=read-only",  # the console goes to the log file
         f"--directory={machine.dir / 'rootfs'}",
-        f"--machine={machine.name}",
+        f"--machine={machine.name}",  # also names the veth: vb-<name>
         f"--network-bridge={BRIDGE}",
-        "--resolv-conf=off",
-        "--timezone=off",
-        "--link-journal=no",
-        "--console=read-only",
     ]
-    machine.pid = start_detached(
-        argv, machine.console_log, {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
-    )
+    # This controller mounts cgroups "hybrid"; systemd 257 in the container
+    # wants the unified hierarchy (v1 is deprecated there, gone in 258).
+    unified = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+    machine.pid = start_detached(argv, machine.console_log, unified)
     machine.save()
 
 
@@ -607,37 +595,18 @@ def boot_qemu(machine: Machine, image: Path) -> None:
     run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
     run(["ip", "link", "set", tap, "master", BRIDGE, "up"])
     machine.host_interface = tap
+    # TCG: KVM cannot boot a guest on these machines. No display; the serial
+    # console goes to the log file. virtio-rng: sshd must not wait for entropy.
+    machine_options = f"-accel tcg -cpu max -smp 2 -m {machine.memory or 1024}"
     argv = [
-        "qemu-system-x86_64",
-        "-name",
-        machine.name,
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-smp",
-        "2",
-        "-m",
-        str(machine.memory or 1024),
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        f"file:{machine.console_log}",
-        "-kernel",
-        image / "vmlinuz",
-        "-initrd",
-        image / "initrd.img",
-        "-append",
-        "root=/dev/vda rw console=ttyS0",
+        *f"qemu-system-x86_64 -name {machine.name} {machine_options}".split(),
+        *"-nodefaults -no-user-config -display none -device virtio-rng-pci".split(),
+        *["-serial", f"file:{machine.console_log}"],
+        *["-kernel", image / "vmlinuz", "-initrd", image / "initrd.img"],
+        *["-append", "root=/dev/vda rw console=ttyS0"],
         *drives,
-        "-netdev",
-        f"tap,id=lab0,ifname={tap},script=no,downscript=no",
-        "-device",
-        f"virtio-net-pci,netdev=lab0,mac={mac_address(address)}",
-        "-device",
-        "virtio-rng-pci",
+        *["-netdev", f"tap,id=lab0,ifname={tap},script=no,downscript=no"],
+        *["-device", f"virtio-net-pci,netdev=lab0,mac={mac_address(address)}"],
     ]
     machine.pid = start_detached(argv, machine.dir / "qemu.log")
     machine.save()
@@ -684,6 +653,7 @@ def destroy(name: str) -> None:
         wait_until(lambda: not link_exists(machine.host_interface or ""), 10)
     with locked(STATE / ".lab.lock"):
         remove_machine_files(machine)
+        remove_bridge_if_unused()
     log(f"{name}: destroyed")
 
 
@@ -710,7 +680,7 @@ def bundle_server() -> dict[str, Any] | None:
 
 def bundle_server_running() -> bool:
     server = bundle_server()
-    return bool(server and process_alive(server["pid"], "http.server"))
+    return bool(server and process_alive(server["pid"], BUNDLE_MARKER))
 
 
 def port_open(port: int) -> bool:
@@ -729,20 +699,18 @@ def serve_bundle(directory: Path, port: int) -> dict[str, Any]:
         if server["dir"] == str(directory) and server["port"] == port:
             return server
         stop_bundle()
-    with locked(STATE / ".lab.lock"):
-        ensure_bridge()
     logfile = STATE / "bundle-server.log"
     argv = [sys.executable, "-m", "http.server", "--bind", str(CONTROLLER)]
-    pid = start_detached([*argv, "--directory", directory, str(port)], logfile)
-    server = {
-        "pid": pid,
-        "dir": str(directory),
-        "port": port,
-        "url": f"http://{CONTROLLER}:{port}/",
-    }
-    BUNDLE_STATE.write_text(json.dumps(server, indent=2) + "\n")
+    # Under the lab lock: a concurrent destroy must not remove the bridge
+    # before the server is recorded as using it.
+    with locked(STATE / ".lab.lock"):
+        ensure_bridge()
+        pid = start_detached([*argv, "--directory", directory, str(port)], logfile)
+        url = f"http://{CONTROLLER}:{port}/"
+        server = {"pid": pid, "dir": str(directory), "port": port, "url": url}
+        BUNDLE_STATE.write_text(json.dumps(server, indent=2) + "\n")
     if not wait_until(
-        lambda: port_open(port) or not process_alive(pid, "http.server"), 10
+        lambda: port_open(port) or not process_alive(pid, BUNDLE_MARKER), 10
     ) or not port_open(port):
         BUNDLE_STATE.unlink(missing_ok=True)
         raise LabError(f"the bundle server did not start; see {logfile}:\n{tail(logfile)}")
@@ -753,7 +721,7 @@ def serve_bundle(directory: Path, port: int) -> dict[str, Any]:
 def stop_bundle() -> None:
     server = bundle_server()
     if server:
-        stop_process(server["pid"], "http.server", timeout=10)
+        stop_process(server["pid"], BUNDLE_MARKER, timeout=10)
         BUNDLE_STATE.unlink(missing_ok=True)
         log("stopped the bundle server")
 
@@ -781,7 +749,7 @@ def load_spec(path: Path) -> dict[str, Any]:
 
 
 def inventory_path(spec_path: Path, spec: dict[str, Any]) -> Path:
-    return spec_path.parent / spec.get("inventory", "hosts.yml")
+    return spec_path.resolve().parent / spec.get("inventory", "hosts.yml")
 
 
 def write_inventory(path: Path, spec: dict[str, Any]) -> None:
