@@ -314,9 +314,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def load_model(model_dir: Path, *, quantization: str = "none", device: str = "auto",
                dtype: str = "auto", max_model_len: int | None = None, max_num_seqs: int = 8,
                max_queue: int = 256, prefill_chunk: int = 512, cuda_graphs: bool = True,
-               require_manifest: bool = False, observer: Observer | None = None) -> LoadedModel:
+               require_manifest: bool = False, verify: bool = True,
+               observer: Observer | None = None) -> LoadedModel:
     """Verify, load and start: the whole path from a directory to a running engine."""
-    loader.verify_manifest(model_dir, required=require_manifest)
+    if verify:
+        loader.verify_manifest(model_dir, required=require_manifest)
     hf_cfg = loader.read_json(model_dir / "config.json")
     cfg = LlamaConfig.from_hf(hf_cfg)
     gen_cfg_path = model_dir / "generation_config.json"
