@@ -139,38 +139,28 @@ def bench_hf(args: argparse.Namespace, concurrency: list[int],
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, device_map=str(device),
                                                  local_files_only=True, **kwargs).eval()
-    gcfg = GenerationConfig(max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens,
-                            do_sample=False, eos_token_id=None, pad_token_id=0)
     results = []
-    try:
-        def one(c: int, new: int) -> tuple[float, _StepClock]:
-            ids = torch.tensor(prompts[:c], device=device)
-            clock = _StepClock()
-            cfg = gcfg.copy() if hasattr(gcfg, "copy") else gcfg
-            cfg.max_new_tokens = cfg.min_new_tokens = new
-            start = time.monotonic()
-            clock.put(None)
-            with torch.inference_mode():
-                model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
-                               streamer=clock)
-            clock.times[0] = start
-            return time.monotonic() - start, clock
 
-        one(1, min(args.max_tokens, 8))  # warm-up
-        for c in concurrency:
-            _reset_peak()
-            wall, clock = one(c, args.max_tokens)
-            # times: [start, prompt echoed, token 1, ..., token N]
-            steps = clock.times[2:]
-            ttft = steps[0] - clock.times[0]
-            tpot = (steps[-1] - steps[0]) / max(len(steps) - 1, 1)
-            results.append(_summary("hf", c, c * args.max_tokens, wall, [ttft] * c,
-                                    [tpot] * c, _peak()))
-    finally:
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    def one(c: int, new: int) -> tuple[float, list[float]]:
+        ids = torch.tensor(prompts[:c], device=device)
+        cfg = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               eos_token_id=None, pad_token_id=0)
+        clock = _StepClock()
+        start = time.monotonic()
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
+                           streamer=clock)
+        # generate() hands the streamer the prompt first, then each step's new tokens.
+        return time.monotonic() - start, [start, *clock.times[1:]]
+
+    one(1, min(args.max_tokens, 8))  # warm-up
+    for c in concurrency:
+        _reset_peak()
+        wall, times = one(c, args.max_tokens)
+        ttft = times[1] - times[0]
+        tpot = (times[-1] - times[1]) / max(len(times) - 2, 1)
+        results.append(_summary("hf", c, c * args.max_tokens, wall, [ttft] * c, [tpot] * c,
+                                _peak()))
     return results
 
 
@@ -203,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     results = bench_engine(args, concurrency, prompts)
     if args.baseline == "hf":
         results += bench_hf(args, concurrency, prompts)
+        gc.collect()
     cuda = torch.cuda.is_available() and args.device != "cpu"
     report = {
         "meta": {

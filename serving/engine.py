@@ -345,7 +345,8 @@ def load_model(model_dir: Path, *, quantization: str = "none", device: str = "au
 
     t0 = time.monotonic()
     model = build_llama(cfg, get, quantization, dev, dt, max_positions=max_len + 1)
-    del where, handles
+    where.clear()  # close the shards: the model holds its own copies now
+    handles.clear()
     cache = KVCache(cfg.num_layers, max_num_seqs, cfg.num_kv_heads, max_len, cfg.head_dim,
                     dt, dev)
     engine = Engine(model, cache, tokenizer.eos_token_ids, max_queue, prefill_chunk,
