@@ -349,6 +349,11 @@ def load_model(model_dir: Path, *, quantization: str = "none", device: str = "au
     handles.clear()
     cache = KVCache(cfg.num_layers, max_num_seqs, cfg.num_kv_heads, max_len, cfg.head_dim,
                     dt, dev)
+    if quantization == "int8" and cuda_graphs and dev.type == "cuda":
+        # LLM.int8() picks outlier columns per input (data-dependent shapes, host syncs):
+        # not capturable, so int8 decodes eagerly.
+        log.info("int8 weights: CUDA graphs disabled")
+        cuda_graphs = False
     engine = Engine(model, cache, tokenizer.eos_token_ids, max_queue, prefill_chunk,
                     cuda_graphs, observer)
     if dev.type == "cuda":
