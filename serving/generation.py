@@ -53,6 +53,9 @@ class Generation:
                     raise GenerationError(str(value))
                 if kind == "finish":
                     self.finish_reason = str(value)
+                    if read < len(ids):  # bytes still held back: emit them as they are
+                        before = self.tokenizer.decode(ids[prefix:read])
+                        text += self.tokenizer.decode(ids[prefix:])[len(before):]
                     if sent < len(text):
                         yield text[sent:]
                     return

@@ -10,6 +10,7 @@ then costs one copy and one replay per step instead of hundreds of kernel launch
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ class DecodeRunner:
                                     device=device)
         self.buckets = batch_buckets(n)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
-        self._pool: object | None = None
+        self._pool: Any = None
 
     def batch_bucket(self, rows: int) -> int:
         return next(b for b in self.buckets if b >= rows)

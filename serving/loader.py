@@ -152,8 +152,9 @@ class TextTokenizer:
             template = jinja_file.read_text(encoding="utf-8")
         bos, eos = _token_content(cfg.get("bos_token")), _token_content(cfg.get("eos_token"))
         eos_ids = set(extra_eos_ids or [])
-        if eos is not None and tok.token_to_id(eos) is not None:
-            eos_ids.add(tok.token_to_id(eos))
+        eos_id = tok.token_to_id(eos) if eos is not None else None
+        if eos_id is not None:
+            eos_ids.add(eos_id)
         return cls(tok, template, bos, eos, eos_ids)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

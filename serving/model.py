@@ -184,6 +184,8 @@ class Llama(nn.Module):
         self.norm, self.lm_head = norm, lm_head
         freqs = torch.outer(torch.arange(max_positions, dtype=torch.float32), rope_inv_freq(cfg))
         emb = torch.cat((freqs, freqs), dim=-1).to(embed.device)
+        self.cos: Tensor
+        self.sin: Tensor
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
 
