@@ -12,11 +12,31 @@ from collections.abc import Iterator
 from app.phi.validate import date_ok
 
 _MONTHS = {
-    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
-    "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9,
-    "sept": 9, "oct": 10, "nov": 11, "dec": 12,
-}  # fmt: skip
+    "january": 1,
+    "february": 2,
+    "march": 3,
+    "april": 4,
+    "may": 5,
+    "june": 6,
+    "july": 7,
+    "august": 8,
+    "september": 9,
+    "october": 10,
+    "november": 11,
+    "december": 12,
+    "jan": 1,
+    "feb": 2,
+    "mar": 3,
+    "apr": 4,
+    "jun": 6,
+    "jul": 7,
+    "aug": 8,
+    "sep": 9,
+    "sept": 9,
+    "oct": 10,
+    "nov": 11,
+    "dec": 12,
+}
 _MONTH = r"(?P<mon>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _MONTH2 = _MONTH.replace("?P<mon>", "?P<mon2>")
 _WEEKDAY = (
@@ -47,7 +67,9 @@ _NUMERIC_RE = re.compile(
     r"(?![\d]|\.\d|/\d)"
 )
 # 03/2024 (month and year)
-_MONTH_YEAR_RE = re.compile(r"(?<![\d./-])(?P<a>0?[1-9]|1[0-2])[/-](?P<year>(?:19|20)\d{2})(?![\d/])")
+_MONTH_YEAR_RE = re.compile(
+    r"(?<![\d./-])(?P<a>0?[1-9]|1[0-2])[/-](?P<year>(?:19|20)\d{2})(?![\d/])"
+)
 
 _CUE = (
     r"(?:\b(?:DOB|D\.O\.B\.?|birth ?date|date of birth|born|dated?|on|since|from|until|till|thru"
@@ -85,8 +107,10 @@ def find_dates(text: str) -> Iterator[tuple[int, int]]:
             if day is None and m.group("year") is None:
                 continue
             # "may 5" as a verb: only with a capital or a year or an ordinal
-            if m.group("mon").lower() == "may" and m.group("mon")[0] == "m" and not (
-                m.group("year") or re.search(r"\d(?:st|nd|rd|th)", m.group(0))
+            if (
+                m.group("mon").lower() == "may"
+                and m.group("mon")[0] == "m"
+                and not (m.group("year") or re.search(r"\d(?:st|nd|rd|th)", m.group(0)))
             ):
                 continue
             yield m.start(), m.end()

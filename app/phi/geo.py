@@ -17,13 +17,18 @@ _AGE_RES = [
         re.IGNORECASE,
     ),
     # 92 yo, 92 y/o, 92 y.o., 92yo, 92 yof
-    re.compile(r"(?<![\d.])" + _AGE_NUM + r"\s*(?:yo|y/o|y\.o\.?|yof|yom|y)(?![\w/])", re.IGNORECASE),
+    re.compile(
+        r"(?<![\d.])" + _AGE_NUM + r"\s*(?:yo|y/o|y\.o\.?|yof|yom|y)(?![\w/])", re.IGNORECASE
+    ),
     # aged 92, age: 92, age 92
     re.compile(r"\bage[d:]?\s*[:=]?\s*" + _AGE_NUM + r"(?![\d.])", re.IGNORECASE),
     # 92M, 92 F, 92 yo F (demographic shorthand)
     re.compile(r"(?<![\d.])" + _AGE_NUM + r"\s?(?:M|F|male|female|man|woman)\b"),
     # in her 90s, nonagenarian, centenarian
-    re.compile(r"\b(?:(?:early|mid|late)[- ])?(?:90s|nineties|100s)\b|\bnonagenarian\b|\bcentenarian\b", re.IGNORECASE),
+    re.compile(
+        r"\b(?:(?:early|mid|late)[- ])?(?:90s|nineties|100s)\b|\bnonagenarian\b|\bcentenarian\b",
+        re.IGNORECASE,
+    ),
 ]
 _TENS = r"(?:ninety|one hundred(?: and)?)"
 _UNITS = r"(?:one|two|three|four|five|six|seven|eight|nine)"
@@ -61,17 +66,33 @@ _SUFFIX = (
     r"|Pike|Run|Plaza|Point|Pt|Ridge|Heights|Hts|Gardens|Grove|View|Walk|Mews|Route|Rte)"
 )
 _WORD = r"(?:\d+(?:st|nd|rd|th)|[A-Z][A-Za-z'\-]+|[A-Z]\.)"
-_UNIT = r"(?:,?\s*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|Room|Bldg|Building|#)\.?\s*#?\s*[A-Za-z0-9-]+)"
+_UNIT = (
+    r"(?:,?\s*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|Room|Bldg|Building|#)"
+    r"\.?\s*#?\s*[A-Za-z0-9-]+)"
+)
 _CITY = r"(?:[A-Z][a-z]+(?:[ \-][A-Z][a-z]+){0,2})"
 _ZIP = r"(?P<zip>\d{5}(?:-\d{4})?)"
 _STREET_RE = re.compile(
     r"\b\d{1,6}[A-Z]?(?:-\d{1,4})?\s+(?:[NSEW]\.?\s+|(?:North|South|East|West)\s+)?"
-    r"(?:" + _WORD + r"\s+){1,4}" + _SUFFIX + r"\b\.?"
-    + _UNIT + r"?"
-    + r"(?:,?\s*" + _CITY + r"(?:(?:,\s*|\s+)" + _STATE + r"\b(?:,?\s*" + _ZIP + r")?|(?=\s*(?:[.,;\n]|$))))?",
+    r"(?:"
+    + _WORD
+    + r"\s+){1,4}"
+    + _SUFFIX
+    + r"\b\.?"
+    + _UNIT
+    + r"?"
+    + r"(?:,?\s*"
+    + _CITY
+    + r"(?:(?:,\s*|\s+)"
+    + _STATE
+    + r"\b(?:,?\s*"
+    + _ZIP
+    + r")?|(?=\s*(?:[.,;\n]|$))))?",
 )
 _POBOX_RE = re.compile(r"\bP\.?\s*O\.?\s*Box\s+\d+\b", re.IGNORECASE)
-_CITY_STATE_RE = re.compile(r"\b(?P<city>" + _CITY + r"),\s*(?P<state>" + _STATE + r")\b(?:,?\s*" + _ZIP + r")?")
+_CITY_STATE_RE = re.compile(
+    r"\b(?P<city>" + _CITY + r"),\s*(?P<state>" + _STATE + r")\b(?:,?\s*" + _ZIP + r")?"
+)
 _COUNTY_RE = re.compile(r"\b(?:[A-Z][a-z]+[ \-]){1,3}(?:County|Parish|Borough|Township)\b")
 _PLACE_CUE_RE = re.compile(
     r"(?i:\b(?:lives|living|resides|residing|resident|moved|relocated|born|hometown|home town"
@@ -83,13 +104,17 @@ _ADDRESS_LINE_RE = re.compile(
     r"(?=,?\s*\d{5}(?:-\d{4})?\b|[.;](?:\s|$)|\n|$)",
     re.IGNORECASE,
 )
-_ZIP_CUE_RE = re.compile(r"\b(?:zip|zip\s*code|postal\s*code|postcode)\s*[:#]?\s*(?P<zip>\d{5}(?:-\d{4})?)\b", re.IGNORECASE)
+_ZIP_CUE_RE = re.compile(
+    r"\b(?:zip|zip\s*code|postal\s*code|postcode)\s*[:#]?\s*(?P<zip>\d{5}(?:-\d{4})?)\b",
+    re.IGNORECASE,
+)
 # two-letter states that are also credentials or words: only taken with a ZIP after them
 _STATE_WORDS = frozenset("MD PA DO OR IN ME OK HI ID DE AS".split())
 _NOT_PLACE = frozenset(
     "The A An This That Our His Her Their Emergency Hospital Clinic Unit Room Bed Cardiology Home "
     "Assisted Nursing Skilled Rehab Hospice January February March April May June July August "
-    "September October November December Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+    "September October November December Monday Tuesday Wednesday Thursday Friday Saturday "
+    "Sunday".split()
 )
 
 

@@ -51,21 +51,27 @@ def lexicon() -> Lexicon:
             current = w
         elif current is not None:
             sections[current].add(w.lower())
+    first = frozenset(w.lower() for w in _read("first_names.txt"))
+    last = frozenset(w.lower() for w in _read("surnames.txt"))
+    terms = sections["[terms]"]
+    # a clinical word that is also a name ("Iris", "Colon") is ambiguous, not a term
     return Lexicon(
-        first=frozenset(w.lower() for w in _read("first_names.txt")),
-        last=frozenset(w.lower() for w in _read("surnames.txt")),
-        ambiguous=frozenset(w.lower() for w in _read("ambiguous_names.txt")),
+        first=first,
+        last=last,
+        ambiguous=frozenset(w.lower() for w in _read("ambiguous_names.txt"))
+        | (terms & (first | last)),
         common=frozenset(w.lower() for w in _read("common_words.txt")),
         eponyms=frozenset(sections["[eponyms]"]),
         heads=frozenset(sections["[heads]"]),
-        terms=frozenset(sections["[terms]"]),
+        terms=frozenset(terms - first - last),
     )
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z](?:[A-Za-z]|['’](?=[A-Za-z])|-(?=[A-Za-z]))*")
 _POSSESSIVE_RE = re.compile(r"['’]s$", re.IGNORECASE)
 _TITLE_CUE_RE = re.compile(
-    r"(?:\b(?:mr|mrs|ms|miss|mx|mister|dr|drs|doctor|prof|professor|rev|sr|sister|fr|nurse)\.?[ \t]*$)",
+    r"(?:\b(?:mr|mrs|ms|miss|mx|mister|dr|drs|doctor|prof|professor|rev|sr|sister|fr"
+    r"|nurse)\.?[ \t]*$)",
     re.IGNORECASE,
 )
 _ROLE_CUE_RE = re.compile(
@@ -81,16 +87,22 @@ _ROLE_CUE_RE = re.compile(
     re.IGNORECASE,
 )
 _CREDENTIAL_RE = re.compile(
-    r"^,?[ \t]*(?:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PA|PhD|DNP|APRN|CNM|CRNA|LPN|MSW|LCSW|PharmD|DDS|Jr\.?|Sr\.?|II|III|IV)\b"
+    r"^,?[ \t]*(?:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PA|PhD|DNP|APRN|CNM|CRNA|LPN|MSW|LCSW|PharmD"
+    r"|DDS|Jr\.?|Sr\.?|II|III|IV)\b"
 )
-_WEAK_CUE_RE = re.compile(r"\b(?:with|and|to|for|by|from|of|per|saw|see|called|visited)[ \t]+$", re.IGNORECASE)
+_WEAK_CUE_RE = re.compile(
+    r"\b(?:with|and|to|for|by|from|of|per|saw|see|called|visited)[ \t]+$", re.IGNORECASE
+)
 _ACTOR_VERB_RE = re.compile(
-    r"[ \t]+(?:reports|reported|states|stated|denies|denied|complains|ambulated|ambulates|tolerated|tolerates"
+    r"[ \t]+(?:reports|reported|states|stated|denies|denied|complains|ambulated|ambulates"
+    r"|tolerated|tolerates"
     r"|agrees|agreed|declines|declined|verbalized|verbalizes|endorses|endorsed|arrived|presented|presents"
-    r"|says|said|walked|ate|slept|called|returned|refused|requested|asked|wants)\b"
+    r"|says|said|walked|ate|slept|called|returned|refused|requested|asked|wants"
+    r"|(?:is|was)\s+an?\s+\d+)\b"
 )
 _PERSON_VERB_RE = re.compile(
-    r"[ \t]+(?:is|was|has|had|reports|reported|states|stated|says|said|denies|denied|presents|presented"
+    r"[ \t]+(?:is|was|has|had|ambulated|ambulates|walked|refused|requested|asked|reports"
+    r"|reported|states|stated|says|said|denies|denied|presents|presented"
     r"|complains|c/o|returns|returned|arrives|arrived|notes|noted|feels|felt|tolerated|tolerates|agrees|agreed"
     r"|declines|declined|understands|verbalized|verbalizes|endorses|endorsed|admits|lives|works|walks|"
     r"ambulates|ate|slept|called|came|went|wants|would|will|does|did|and|who|,\s*(?:a|an|age|aged)\b)\b"
@@ -100,7 +112,9 @@ _LOWER_NOT_NAME_RE = re.compile(
     r"(?:ed|ing|ly|ous|ive|ile|ic|al|able|ible|ent|ant|ory|ary|ion|ness|ment|ity|ist|ism|ize|ise|es|ies"
     r"|tic|oid|emia|itis|osis|pathy|gram|scopy|tomy)$"
 )
-_BANNER_AFTER_RE = re.compile(r"[ \t]*(?:--?|\||;|,|/|\()?[ \t]*(?:DOB|D\.O\.B|MRN|DOS|Age\b|Sex\b)")
+_BANNER_AFTER_RE = re.compile(
+    r"[ \t]*(?:--?|\||;|,|/|\()?[ \t]*(?:DOB|D\.O\.B|MRN|DOS|Age\b|Sex\b)"
+)
 _UNKNOWN_SUFFIX_RE = re.compile(r"(?:ed|ing|ly|tion|sion|ment|ness|ity|ous|ive|al|ic)$")
 
 
@@ -113,6 +127,7 @@ class _Tok:
     cap: bool
     caps: bool
     listed: bool
+    possessive: bool
     amb: bool
     common: bool
     med: bool
@@ -123,22 +138,33 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
     for m in _TOKEN_RE.finditer(text):
         word = m.group(0)
         end = m.end()
-        if len(word) > 3 and _POSSESSIVE_RE.search(word):
+        possessive = len(word) > 3 and bool(_POSSESSIVE_RE.search(word))
+        if possessive:
             word = word[:-2]
             end = m.start() + len(word)
         low = word.lower().replace("’", "'")
         parts = low.split("-")
-        listed = low in lex.first or low in lex.last or (
-            len(parts) > 1 and all(p in lex.first or p in lex.last for p in parts)
+        listed = (
+            low in lex.first
+            or low in lex.last
+            or (len(parts) > 1 and all(p in lex.first or p in lex.last for p in parts))
         )
         listed = listed or low.replace("'", "") in lex.last
         toks.append(
             _Tok(
-                start=m.start(), end=end, word=word, low=low, cap=word[0].isupper(),
-                caps=len(word) > 1 and word.isupper(), listed=listed,
-                amb=low in lex.ambiguous, common=low in lex.common, med=low in lex.terms,
+                start=m.start(),
+                end=end,
+                word=word,
+                low=low,
+                cap=word[0].isupper(),
+                caps=len(word) > 1 and word.isupper(),
+                listed=listed,
+                possessive=possessive,
+                amb=low in lex.ambiguous,
+                common=low in lex.common,
+                med=low in lex.terms,
             )
-        )  # fmt: skip
+        )
     # eponyms: "Bell's palsy", "Graves disease", "Stevens-Johnson syndrome", "Foley catheter"
     for i, t in enumerate(toks):
         parts = t.low.split("-")
@@ -150,6 +176,12 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
         if j < len(toks) and toks[j].low in lex.heads and toks[j].start - toks[j - 1].end <= 3:
             for k in range(i, j):
                 toks[k].med = True
+        elif (
+            t.possessive
+            and t.cap
+            and (j >= len(toks) or not toks[j].cap or toks[j].start - t.end > 3)
+        ):
+            t.med = True  # "history of Parkinson's", not "Parkinson's Smith"
     return toks
 
 
@@ -164,9 +196,18 @@ def _joinable(text: str, a: _Tok, b: _Tok, inverted: bool = False) -> bool:
     if re.fullmatch(r"[ \t]{1,2}|[ \t]*\n[ \t]*", g):
         return True
     if re.fullmatch(r"\.[ \t]{0,2}", g):
-        return len(a.word) == 1 and a.cap
+        return len(a.word) == 1 and a.cap == b.cap
     if re.fullmatch(r",[ \t]", g):
-        return a.cap and b.cap and (inverted or (a.listed and b.listed))
+        if a.cap and b.cap:
+            return inverted or (a.listed and b.listed)
+        return (
+            inverted
+            and not a.cap
+            and not b.cap
+            and a.listed
+            and b.listed
+            and not (a.common or b.common)
+        )
     return False
 
 
@@ -185,7 +226,7 @@ def _namelike_after_cue(t: _Tok, nxt: "_Tok | None" = None) -> bool:
             return True
         # "patient hope bell", "pt will hunter": a lower-case word-name counts when a
         # second list name follows
-        return nxt is not None and nxt.listed and not nxt.common and not nxt.cap
+        return nxt is not None and nxt.listed and not nxt.cap
     if len(t.word) == 1:
         return t.cap
     if t.cap:
@@ -212,11 +253,18 @@ def find_names(text: str) -> Iterator[Candidate]:
         if not (_TITLE_CUE_RE.search(before) or _ROLE_CUE_RE.search(before)):
             continue
         nxt = toks[i + 1] if i + 1 < n and _joinable(text, t, toks[i + 1]) else None
-        if not _namelike_after_cue(t, nxt) or (len(t.word) == 1 and not text.startswith(".", t.end)):
+        if not _namelike_after_cue(t, nxt) or (
+            len(t.word) == 1 and not text.startswith(".", t.end)
+        ):
             continue
+        if not t.cap and not t.listed and (nxt is None or nxt.cap or not _namelike_after_cue(nxt)):
+            continue  # "patient drove", "pt email": an unknown lower-case word needs a second one
         j = i
-        while j + 1 < n and j - i < 3 and _joinable(text, toks[j], toks[j + 1]) and (
-            _continues(toks[j], toks[j + 1])
+        while (
+            j + 1 < n
+            and j - i < 3
+            and _joinable(text, toks[j], toks[j + 1], inverted=True)
+            and (_continues(toks[j], toks[j + 1]))
         ):
             if "\n" in _gap(text, toks[j], toks[j + 1]) and not toks[j + 1].listed:
                 break
@@ -225,8 +273,14 @@ def find_names(text: str) -> Iterator[Candidate]:
     # 2. credentials after: "Quentara Vasko, MD"
     for i, t in enumerate(toks):
         after = text[t.end : t.end + 16]
-        credential = _CREDENTIAL_RE.match(after) and not re.match(r",?[ \t]*[A-Z]{2}[ \t]+\d{5}", after)
-        if not (credential or _BANNER_AFTER_RE.match(after)) or not t.cap or not _namelike_after_cue(t):
+        credential = _CREDENTIAL_RE.match(after) and not re.match(
+            r",?[ \t]*[A-Z]{2}[ \t]+\d{5}", after
+        )
+        if (
+            not (credential or _BANNER_AFTER_RE.match(after))
+            or not t.cap
+            or not _namelike_after_cue(t)
+        ):
             continue
         j = i
         while (
@@ -246,7 +300,12 @@ def find_names(text: str) -> Iterator[Candidate]:
             i += 1
             continue
         j = i
-        while j + 1 < n and not taken[j + 1] and _joinable(text, toks[j], toks[j + 1]) and _candidate(toks[j + 1], text):
+        while (
+            j + 1 < n
+            and not taken[j + 1]
+            and _joinable(text, toks[j], toks[j + 1])
+            and (_candidate(toks[j + 1], text) or _lower_surname(toks[j], toks[j + 1]))
+        ):
             j += 1
         run = toks[i : j + 1]
         keep = _decide(run, text)
@@ -262,9 +321,21 @@ def _continues(prev: _Tok, t: _Tok) -> bool:
         return _namelike_after_cue(t) and (t.cap or len(prev.word) == 1)
     if t.cap:
         return False
-    if t.listed:
-        return not t.common
-    return _namelike_after_cue(t) and prev.listed
+    if t.listed or len(t.word) == 1:
+        return True
+    return _namelike_after_cue(t)
+
+
+def _lower_surname(prev: _Tok, t: _Tok) -> bool:
+    """ "jordan pomeroy": an unknown lower-case word after a lower-case list name."""
+    return (
+        not prev.cap
+        and prev.listed
+        and not prev.amb
+        and not prev.common
+        and not t.cap
+        and _namelike_after_cue(t)
+    )
 
 
 def _candidate(t: _Tok, text: str) -> bool:
@@ -273,9 +344,9 @@ def _candidate(t: _Tok, text: str) -> bool:
     if t.listed:
         if t.caps and len(t.word) <= 3 and (t.amb or t.common):
             return False  # "DO", "ED", "MAY"
-        return t.cap or not t.amb
+        return True  # lower-case word-names are only kept in pairs with a cue (_decide)
     if len(t.word) == 1:
-        return t.cap and text.startswith(".", t.end)
+        return text.startswith(".", t.end)
     if not t.cap or t.common or (t.caps and len(t.word) <= 5):
         return False
     return True
@@ -286,18 +357,36 @@ def _decide(run: list[_Tok], text: str) -> tuple[int, int] | None:
     listed = [k for k, t in enumerate(run) if t.listed]
     if not listed:
         # one or two unknown capitalised words doing what people do: "Ysolde ambulated"
-        if len(run) <= 2 and all(not t.caps for t in run) and _ACTOR_VERB_RE.match(text, run[-1].end):
+        if (
+            len(run) <= 2
+            and all(not t.caps for t in run)
+            and _ACTOR_VERB_RE.match(text, run[-1].end)
+        ):
             return 0, len(run) - 1
         return None
-    strong = [k for k, t in enumerate(run) if t.listed and not t.amb and not t.common and (t.cap or len(t.word) >= 4)]
+    strong = [
+        k
+        for k, t in enumerate(run)
+        if t.listed and not t.amb and not t.common and (t.cap or len(t.word) >= 4)
+    ]
+    if any(not t.listed for t in run) and all(not t.cap for t in run) and strong:
+        return 0, len(run) - 1
     lower = [t for t in run if t.listed and not t.cap]
     if lower and any(t.cap for t in run):
         # mixed case: keep only the capitalised part
         caps = [k for k, t in enumerate(run) if t.cap]
-        sub = _decide(run[caps[0] : caps[-1] + 1], text) if caps == list(range(caps[0], caps[-1] + 1)) else None
+        sub = (
+            _decide(run[caps[0] : caps[-1] + 1], text)
+            if caps == list(range(caps[0], caps[-1] + 1))
+            else None
+        )
         if sub is not None:
             return caps[0] + sub[0], caps[0] + sub[1]
-        low = [k for k, t in enumerate(run) if not t.cap and t.listed and not t.amb and not t.common and len(t.word) >= 4]
+        low = [
+            k
+            for k, t in enumerate(run)
+            if not t.cap and t.listed and not t.amb and not t.common and len(t.word) >= 4
+        ]
         return (low[0], low[-1]) if low else None
     if len(listed) >= 2:
         if all(not t.cap for t in run) and any(t.amb or t.common for t in run):
@@ -313,7 +402,11 @@ def _decide(run: list[_Tok], text: str) -> tuple[int, int] | None:
             return 0, 0
         # a list name with unknown capitalised neighbours: drop sentence-initial verbs etc.
         a = 0
-        if _sentence_start(text, run[0].start) and not run[0].listed and _UNKNOWN_SUFFIX_RE.search(run[0].low):
+        if (
+            _sentence_start(text, run[0].start)
+            and not run[0].listed
+            and _UNKNOWN_SUFFIX_RE.search(run[0].low)
+        ):
             a = 1
         return a, len(run) - 1
     # one ambiguous/common list name: needs a capital mid-sentence, or a verb of a person after it

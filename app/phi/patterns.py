@@ -14,7 +14,9 @@ Candidate = tuple[int, int, PhiType, int]
 
 # --- contact points -------------------------------------------------------------------
 
-_EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_EMAIL_RE = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
 _URL_RE = re.compile(
     r"(?:\b(?:https?|ftp|sftp)://|\bwww\.)[^\s<>\"'()\[\]{}]+"
     r"|\b(?:[a-z0-9-]+\.)+(?:com|org|net|edu|gov|mil|int|io|health|info|biz|us|uk|ca|test|example"
@@ -24,13 +26,20 @@ _URL_RE = re.compile(
 _GAP = r"[ \t]*(?:[.\-][ \t]*)?(?:\n[ \t]*)?"  # a separator that may wrap onto the next line
 _PHONE_RE = re.compile(
     r"(?<![\w/.-])(?:(?P<cc>\+?1)[ \t.-]*)?(?:\((?P<area1>\d{3})\)|(?P<area2>\d{3}))"
-    + _GAP + r"(?P<exch>\d{3})" + _GAP + r"(?P<line>\d{4})"
+    + _GAP
+    + r"(?P<exch>\d{3})"
+    + _GAP
+    + r"(?P<line>\d{4})"
     r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?(?![\w/-]|\.\d)",
     re.IGNORECASE,
 )
-_INTL_PHONE_RE = re.compile(r"(?<![\w+])\+(?:[2-9]\d{0,2})(?:[ \t.-]?\(?\d{1,4}\)?){2,5}\d(?![\w/-])")
+_INTL_PHONE_RE = re.compile(
+    r"(?<![\w+])\+(?:[2-9]\d{0,2})(?:[ \t.-]?\(?\d{1,4}\)?){2,5}\d(?![\w/-])"
+)
 _FAX_CUE_RE = re.compile(r"\bfax|\bfacsimile|\bF\s*[:#]\s*$", re.IGNORECASE)
-_PHONE_CUE_RE = re.compile(r"\b(?:phone|tel|telephone|cell|mobile|pager|call|ph|reached)\b", re.IGNORECASE)
+_PHONE_CUE_RE = re.compile(
+    r"\b(?:phone|tel|telephone|cell|mobile|pager|call|ph|reached)\b", re.IGNORECASE
+)
 
 
 def _phone_kind(text: str, start: int) -> PhiType:
@@ -42,8 +51,12 @@ def _phone_kind(text: str, start: int) -> PhiType:
     if fax and (not phone or fax[-1] > phone[-1]):
         return PhiType.FAX
     return PhiType.PHONE
+
+
 _IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
-_IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::[0-9A-Fa-f]{1,4}){1,7}|[0-9A-Fa-f]{1,4})(?![\w:])")
+_IPV6_RE = re.compile(
+    r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::[0-9A-Fa-f]{1,4}){1,7}|[0-9A-Fa-f]{1,4})(?![\w:])"
+)
 _MAC_RE = re.compile(r"(?<![\w:-])(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}(?![\w:-])")
 
 # --- numbers with a shape of their own ------------------------------------------------
@@ -53,7 +66,9 @@ _CARD_RE = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 _VIN_RE = re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b")
 _DEA_RE = re.compile(r"\b[A-Z][A-Z9]\d{7}\b")
-_MBI_RE = re.compile(r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d\d\b")
+_MBI_RE = re.compile(
+    r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d\d\b"
+)
 _UDI_RE = re.compile(r"\(01\)\d{14}(?:\(\d{2,4}\)[A-Za-z0-9-]+)*")
 _ZIP4_RE = re.compile(r"(?<![\d-])\d{5}-\d{4}(?![\d-])")
 _STR_RE = re.compile(
@@ -62,44 +77,121 @@ _STR_RE = re.compile(
 )
 # long digit runs and mixed codes not otherwise explained
 _LONG_NUM_RE = re.compile(r"(?<![\w.,/-])\d(?:[-]?\d){6,}(?![\w/]|[.,]\d)")
-_CODE_RE = re.compile(r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{6,}[A-Z0-9](?![\w-])")
-_UNIT_RE = re.compile(r"^\d+(?:mg|mcg|ml|kg|mm|cm|hrs?|mins?|units?|iu|meq|mmol|g|l|bpm|mmhg)$", re.IGNORECASE)
+_CODE_RE = re.compile(
+    r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{6,}[A-Z0-9](?![\w-])"
+)
+_UNIT_RE = re.compile(
+    r"^\d+(?:mg|mcg|ml|kg|mm|cm|hrs?|mins?|units?|iu|meq|mmol|g|l|bpm|mmhg)$", re.IGNORECASE
+)
 
 # --- cue words and the value after them -----------------------------------------------
 
 _NUMWORD = r"(?:\s*(?:#|no\.?|num(?:ber)?\.?|nbr\.?|id|code)\b\.?)?"
 _CUES: list[tuple[PhiType, str]] = [
-    (PhiType.SSN, r"\bSSN|\bSS#|\bsocial security(?: number| no\.?| #)?|\bSSA\s*#|\bITIN|\btax ?id"),
-    (PhiType.MRN, r"\bMRN|\bMR\s*#|\bMR\s*(?:no|number)\b|\bmed(?:ical)?\.?\s*rec(?:ord)?s?\.?" + _NUMWORD
-     + r"|\bhosp(?:ital)?\.?\s*(?:#|no\b|number|id\b)|\bchart\s*(?:#|no\b|number|id\b)|\bunit\s*(?:#|no\b|number)"
-     + r"|\b(?:patient|pt)\.?\s*(?:id|#|no\b|number)|\bPID\b|\bEMR\s*(?:#|id|no\b|number)?|\bEHR\s*(?:#|id|number)"),
-    (PhiType.HEALTH_PLAN, r"\bmember\s*(?:id|#|no\b|number)|\bsubscriber\s*(?:id|#|no\b|number)|\bpolicy" + _NUMWORD
-     + r"|\binsurance\s*(?:id|#|no\b|number)|\bplan\s*(?:id|#|no\b|number)|\bgroup\s*(?:#|no\b|number)"
-     + r"|\bmedicare(?:\s*(?:id|#|no\b|number|MBI))?|\bMBI\b|\bHICN?\b|\bmedicaid" + _NUMWORD
-     + r"|\bbeneficiary\s*(?:id|#|no\b|number)|\bhealth\s*plan\s*(?:id|#|no\b|number)|\bBIN\b|\bPCN\b|\bRxGrp"),
-    (PhiType.ACCOUNT, r"\bacc(?:oun)?t\.?" + _NUMWORD + r"|\bbilling\s*(?:#|id|no\b|number|account)"
-     + r"|\binvoice" + _NUMWORD + r"|\bencounter\s*(?:#|id|no\b|number)|\bvisit\s*(?:#|id|no\b|number)"
-     + r"|\bFIN\b|\bCSN\b|\bHAR\b|\bcard\s*(?:#|no\b|number|on\s+file)|\bcredit card|\bdebit card|\bIBAN|\brouting"
-     + r"|\bclaim" + _NUMWORD + r"|\bguarantor\s*(?:#|id|no\b|number)"),
-    (PhiType.VEHICLE, r"\blicen[cs]e\s*plate" + _NUMWORD + r"|\bplate" + _NUMWORD + r"|\btag\s*(?:#|no\b|number)"
-     + r"|\bVIN\b|\bvehicle\s*(?:id|#|no\b|number|identification number)|\bregistration\s*plate"),
-    (PhiType.LICENSE, r"\b(?:driver'?s?\s*)?licen[cs]e(?!\s*plate)" + _NUMWORD + r"|\bDL\s*#?|\bDEA" + _NUMWORD
-     + r"|\bNPI\b|\bcertificate" + _NUMWORD + r"|\bcert\.?\s*#|\bpassport" + _NUMWORD + r"|\bpermit\s*(?:#|no\b|number)"
-     + r"|\bregistration\s*(?:#|no\b|number)|\bcertification\s*(?:#|no\b|number)"),
-    (PhiType.DEVICE, r"\bserial" + _NUMWORD + r"|\bS/N|\bSN\b|\bdevice\s*(?:id|#|no\b|number|serial|identifier)"
-     + r"|\bUDI\b|\bIMEI|\bMEID|\bmodel\s*(?:#|no\b|number)|\blot\s*(?:#|no\b|number)|\bimplant\s*(?:id|#|serial)"
-     + r"|\basset\s*tag|\bMAC(?:\s*address)?|\bpump\s*(?:id|#)|\bpacemaker\s*(?:id|#)|\bICD\s*serial"),
-    (PhiType.BIOMETRIC, r"\bfinger\s*print(?:s)?(?:\s*(?:template|hash|id|scan))?|\bvoice\s*print(?:\s*(?:id|hash))?"
-     + r"|\bretina(?:l)?\s*scan|\biris\s*(?:scan|template|code)|\bpalm\s*print|\bface\s*print|\bfacial\s*(?:template|signature|geometry)"
-     + r"|\bbiometric\s*(?:id|template|hash|identifier|record)|\bgait\s*signature|\bDNA\s*profile|\bvein\s*pattern"),
-    (PhiType.ID, r"\bID\b|\bidentifier|\bref(?:erence)?\s*(?:#|no\b|number)|\bcase\s*(?:#|no\b|number|id)"
-     + r"|\bspecimen\s*(?:#|id|no\b|number)|\baccession" + _NUMWORD + r"|\border\s*(?:#|no\b|number|id)"
-     + r"|\bemployee\s*(?:id|#|no\b|number)|\bbadge\s*(?:#|id|no\b|number)?|\bstudent\s*(?:id|#)|\bbarcode"
-     + r"|\brequisition" + _NUMWORD + r"|\bconfirmation" + _NUMWORD + r"|\bstudy\s*(?:id|#|number)|\bsubject\s*(?:id|#)"
-     + r"|\btracking" + _NUMWORD + r"|\bcontrol" + _NUMWORD + r"|#(?=\s*[A-Z0-9]*\d)"),
+    (
+        PhiType.SSN,
+        r"\bSSN|\bSS#|\bsocial security(?: number| no\.?| #)?|\bSSA\s*#|\bITIN|\btax ?id",
+    ),
+    (
+        PhiType.MRN,
+        r"\bMRN|\bMR\s*#|\bMR\s*(?:no|number)\b|\bmed(?:ical)?\.?\s*rec(?:ord)?s?\.?"
+        + _NUMWORD
+        + r"|\bhosp(?:ital)?\.?\s*(?:#|no\b|number|id\b)|\bchart\s*(?:#|no\b|number|id\b)"
+        r"|\bunit\s*(?:#|no\b|number)"
+        + r"|\b(?:patient|pt)\.?\s*(?:id|#|no\b|number)|\bPID\b|\bEMR\s*(?:#|id|no\b|number)?"
+        r"|\bEHR\s*(?:#|id|number)",
+    ),
+    (
+        PhiType.HEALTH_PLAN,
+        r"\bmember\s*(?:id|#|no\b|number)|\bsubscriber\s*(?:id|#|no\b|number)|\bpolicy"
+        + _NUMWORD
+        + r"|\binsurance\s*(?:id|#|no\b|number)|\bplan\s*(?:id|#|no\b|number)|\bgroup\s*(?:#"
+        r"|no\b|number)"
+        + r"|\bmedicare(?:\s*(?:id|#|no\b|number|MBI))?|\bMBI\b|\bHICN?\b|\bmedicaid"
+        + _NUMWORD
+        + r"|\bbeneficiary\s*(?:id|#|no\b|number)|\bhealth\s*plan\s*(?:id|#|no\b|number)"
+        r"|\bBIN\b|\bPCN\b|\bRxGrp",
+    ),
+    (
+        PhiType.ACCOUNT,
+        r"\bacc(?:oun)?t\.?"
+        + _NUMWORD
+        + r"|\bbilling\s*(?:#|id|no\b|number|account)"
+        + r"|\binvoice"
+        + _NUMWORD
+        + r"|\bencounter\s*(?:#|id|no\b|number)|\bvisit\s*(?:#|id|no\b|number)"
+        + r"|\bFIN\b|\bCSN\b|\bHAR\b|\bcard\s*(?:#|no\b|number|on\s+file)|\bcredit card"
+        r"|\bdebit card|\bIBAN|\brouting"
+        + r"|\bclaim"
+        + _NUMWORD
+        + r"|\bguarantor\s*(?:#|id|no\b|number)",
+    ),
+    (
+        PhiType.VEHICLE,
+        r"\blicen[cs]e\s*plate"
+        + _NUMWORD
+        + r"|\bplate"
+        + _NUMWORD
+        + r"|\btag\s*(?:#|no\b|number)"
+        + r"|\bVIN\b|\bvehicle\s*(?:id|#|no\b|number|identification number)|\bregistration\s*plate",
+    ),
+    (
+        PhiType.LICENSE,
+        r"\b(?:driver'?s?\s*)?licen[cs]e(?!\s*plate)"
+        + _NUMWORD
+        + r"|\bDL\s*#?|\bDEA"
+        + _NUMWORD
+        + r"|\bNPI\b|\bcertificate"
+        + _NUMWORD
+        + r"|\bcert\.?\s*#|\bpassport"
+        + _NUMWORD
+        + r"|\bpermit\s*(?:#|no\b|number)"
+        + r"|\bregistration\s*(?:#|no\b|number)|\bcertification\s*(?:#|no\b|number)",
+    ),
+    (
+        PhiType.DEVICE,
+        r"\bserial"
+        + _NUMWORD
+        + r"|\bS/N|\bSN\b|\bdevice\s*(?:id|#|no\b|number|serial|identifier)"
+        + r"|\bUDI\b|\bIMEI|\bMEID|\bmodel\s*(?:#|no\b|number)|\blot\s*(?:#|no\b|number)"
+        r"|\bimplant\s*(?:id|#|serial)"
+        + r"|\basset\s*tag|\bMAC(?:\s*address)?|\bpump\s*(?:id|#)|\bpacemaker\s*(?:id|#)"
+        r"|\bICD\s*serial",
+    ),
+    (
+        PhiType.BIOMETRIC,
+        r"\bfinger\s*print(?:s)?(?:\s*(?:template|hash|id|scan))?|\bvoice\s*print(?:\s*(?:id|hash))?"
+        + r"|\bretina(?:l)?\s*scan|\biris\s*(?:scan|template|code)|\bpalm\s*print|\bface\s*print"
+        r"|\bfacial\s*(?:template|signature|geometry)"
+        + r"|\bbiometric\s*(?:id|template|hash|identifier|record)|\bgait\s*signature"
+        r"|\bDNA\s*profile|\bvein\s*pattern",
+    ),
+    (
+        PhiType.ID,
+        r"\bID\b|\bidentifier|\bref(?:erence)?\s*(?:#|no\b|number)|\bcase\s*(?:#|no\b|number|id)"
+        + r"|\bspecimen\s*(?:#|id|no\b|number)|\baccession"
+        + _NUMWORD
+        + r"|\border\s*(?:#|no\b|number|id)"
+        + r"|\bemployee\s*(?:id|#|no\b|number)|\bbadge\s*(?:#|id|no\b|number)?|\bstudent\s*(?:id"
+        r"|#)|\bbarcode"
+        + r"|\brequisition"
+        + _NUMWORD
+        + r"|\bconfirmation"
+        + _NUMWORD
+        + r"|\bstudy\s*(?:id|#|number)|\bsubject\s*(?:id|#)"
+        + r"|\btracking"
+        + _NUMWORD
+        + r"|\bcontrol"
+        + _NUMWORD
+        + r"|#(?=\s*[A-Z0-9]*\d)",
+    ),
 ]
 _CUE_RE = [(t, re.compile(r"(?:" + p + r")", re.IGNORECASE)) for t, p in _CUES]
-_FILLER_RE = re.compile(r"(?:[ \t]*(?:[:#=.]|-(?!\d)|\bis\b|\bof\b|\bnumber\b|\bno\b\.?|\bid\b|\bwas\b)?[ \t]*){0,4}(?:\n[ \t]*)?", re.IGNORECASE)
+_FILLER_RE = re.compile(
+    r"(?:[ \t]*(?:[:#=.]|-(?!\d)|\bis\b|\bof\b|\bnumber\b|\bno\b\.?|\bid\b"
+    r"|\bwas\b)?[ \t]*){0,4}(?:\n[ \t]*)?",
+    re.IGNORECASE,
+)
 _PIECE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[-./](?=[A-Za-z0-9]))*")
 _NOT_VALUES = frozenset("NA N/A NONE UNKNOWN PENDING NOT TBD UNK".split())
 _MAX_LEN = {PhiType.SSN: 11, PhiType.MRN: 16, PhiType.VEHICLE: 17}
@@ -143,11 +235,15 @@ def _value_after(text: str, pos: int, kind: PhiType) -> tuple[int, int] | None:
         if nxt is None:
             break
         val = nxt.group(0)
-        if not _has_digit(val) and not (val.isupper() and len(val) <= 4 and "\n" not in gap.group(0)):
+        if not _has_digit(val) and not (
+            val.isupper() and len(val) <= 4 and "\n" not in gap.group(0)
+        ):
             break
         if "/" in val or total + len(val) > limit:
             break
-        if _UNIT_RE.match(val) or re.match(r"\s*(?:mg|ml|mcg|kg|%|mmhg|bpm)\b", text[nxt.end():], re.IGNORECASE):
+        if _UNIT_RE.match(val) or re.match(
+            r"\s*(?:mg|ml|mcg|kg|%|mmhg|bpm)\b", text[nxt.end() :], re.IGNORECASE
+        ):
             break
         total += len(val)
         end = nxt.end()

@@ -64,51 +64,186 @@ HELD_OUT_FIRST = (
 HELD_OUT_LAST = (
     "Quenneville Vandersloot Okonjo Brzeczyszczyk Tremblay-Oduya Xylander Haverkamp Ruminski "
     "Oyelaran Fitzwarren Delacroix-Ombati Szczepaniak Quarshie Vellacott Ambrosetti Kilbride "
-    "Nakashima-Rueda Grzelak Trevithick Abernethy Mbeki-Torvund Pomeroy Wetherell Ostrowicz Lindqvar-Ade "
+    "Nakashima-Rueda Grzelak Trevithick Abernethy Mbeki-Torvund Pomeroy Wetherell Ostrowicz "
+    "Lindqvar-Ade "
     "Coldiron Featherstonhaugh Ravensworth Blandford Ashcombe"
 ).split()
 # Names that are also words or clinical terms.
 HARD_NAMES = [
-    ("Hope", "Bell"), ("Rose", "Grant"), ("Grant", "Banks"), ("Faith", "Rivers"), ("Frank", "Wells"),
-    ("Will", "Hunter"), ("June", "Day"), ("Iris", "Lane"), ("Mark", "Price"), ("Grace", "Hill"),
-    ("Joy", "Stone"), ("Olive", "Woods"), ("Hope", "Parkinson"), ("Rose", "Graves"), ("Bill", "Cook"),
-    ("Dawn", "Brooks"), ("Amber", "Marsh"), ("Ray", "Wood"), ("Holly", "Moss"), ("Crystal", "Church"),
+    ("Hope", "Bell"),
+    ("Rose", "Grant"),
+    ("Grant", "Banks"),
+    ("Faith", "Rivers"),
+    ("Frank", "Wells"),
+    ("Will", "Hunter"),
+    ("June", "Day"),
+    ("Iris", "Lane"),
+    ("Mark", "Price"),
+    ("Grace", "Hill"),
+    ("Joy", "Stone"),
+    ("Olive", "Woods"),
+    ("Hope", "Parkinson"),
+    ("Rose", "Graves"),
+    ("Bill", "Cook"),
+    ("Dawn", "Brooks"),
+    ("Amber", "Marsh"),
+    ("Ray", "Wood"),
+    ("Holly", "Moss"),
+    ("Crystal", "Church"),
 ]
-CITIES = ["Fairview", "Riverton", "Oakdale", "Millbrook", "Lakewood", "Brookside", "Cedar Falls",
-          "Pine Hill", "Ashford", "Greenfield", "Westbury", "Harlow", "Springdale", "Maple Grove",
-          "Elmwood", "Stonebridge", "Clearwater", "Bellmont", "Northfield", "Kingsport"]  # fmt: skip
-STREETS = ["Maple", "Oak", "Cedar", "Elm", "Lincoln", "Washington", "Park", "Lake", "Hill", "Sunset",
-           "Willow", "Chestnut", "Birch", "Meadow", "River", "Highland", "Forest", "Spring", "Church", "Mill"]  # fmt: skip
-SUFFIXES = ["Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Drive", "Dr", "Court", "Blvd",
-            "Way", "Place", "Terrace"]  # fmt: skip
+CITIES = [
+    "Fairview",
+    "Riverton",
+    "Oakdale",
+    "Millbrook",
+    "Lakewood",
+    "Brookside",
+    "Cedar Falls",
+    "Pine Hill",
+    "Ashford",
+    "Greenfield",
+    "Westbury",
+    "Harlow",
+    "Springdale",
+    "Maple Grove",
+    "Elmwood",
+    "Stonebridge",
+    "Clearwater",
+    "Bellmont",
+    "Northfield",
+    "Kingsport",
+]
+STREETS = [
+    "Maple",
+    "Oak",
+    "Cedar",
+    "Elm",
+    "Lincoln",
+    "Washington",
+    "Park",
+    "Lake",
+    "Hill",
+    "Sunset",
+    "Willow",
+    "Chestnut",
+    "Birch",
+    "Meadow",
+    "River",
+    "Highland",
+    "Forest",
+    "Spring",
+    "Church",
+    "Mill",
+]
+SUFFIXES = [
+    "Street",
+    "St",
+    "Avenue",
+    "Ave",
+    "Road",
+    "Rd",
+    "Lane",
+    "Ln",
+    "Drive",
+    "Dr",
+    "Court",
+    "Blvd",
+    "Way",
+    "Place",
+    "Terrace",
+]
 STATES = ["OH", "IL", "TX", "CA", "NY", "PA", "GA", "WA", "MN", "NC", "Ohio", "Oregon"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]  # fmt: skip
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 CONDITIONS = [
-    "Bell's palsy", "Hodgkin lymphoma", "Parkinson's disease", "Graves' disease", "Cushing syndrome",
-    "Crohn's disease", "Down syndrome", "Wilson disease", "Stevens-Johnson syndrome", "Addison's disease",
-    "Alzheimer's dementia", "Kaposi sarcoma", "Burkitt lymphoma", "Wilms tumor", "Marfan syndrome",
-    "Raynaud phenomenon", "Guillain-Barre syndrome", "Barrett's esophagus", "Hashimoto thyroiditis",
-    "Huntington disease", "Turner syndrome", "Hunter syndrome", "a Baker's cyst", "a Mallory-Weiss tear",
-    "Sjogren syndrome", "Meniere disease", "Tourette syndrome", "Paget disease of bone", "type 2 diabetes",
-    "COPD", "CHF with EF 35%", "atrial fibrillation", "community-acquired pneumonia", "a Colles fracture",
-    "Ewing sarcoma", "Horner syndrome", "Reiter syndrome", "Lyme disease", "Still disease",
-]  # fmt: skip
+    "Bell's palsy",
+    "Hodgkin lymphoma",
+    "Parkinson's disease",
+    "Graves' disease",
+    "Cushing syndrome",
+    "Crohn's disease",
+    "Down syndrome",
+    "Wilson disease",
+    "Stevens-Johnson syndrome",
+    "Addison's disease",
+    "Alzheimer's dementia",
+    "Kaposi sarcoma",
+    "Burkitt lymphoma",
+    "Wilms tumor",
+    "Marfan syndrome",
+    "Raynaud phenomenon",
+    "Guillain-Barre syndrome",
+    "Barrett's esophagus",
+    "Hashimoto thyroiditis",
+    "Huntington disease",
+    "Turner syndrome",
+    "Hunter syndrome",
+    "a Baker's cyst",
+    "a Mallory-Weiss tear",
+    "Sjogren syndrome",
+    "Meniere disease",
+    "Tourette syndrome",
+    "Paget disease of bone",
+    "type 2 diabetes",
+    "COPD",
+    "CHF with EF 35%",
+    "atrial fibrillation",
+    "community-acquired pneumonia",
+    "a Colles fracture",
+    "Ewing sarcoma",
+    "Horner syndrome",
+    "Reiter syndrome",
+    "Lyme disease",
+    "Still disease",
+]
 FINDINGS = [
-    "Murphy's sign positive.", "Babinski sign absent bilaterally.", "Homans sign negative.",
-    "Foley catheter placed.", "Whipple procedure in the past.", "Apgar score 8 and 9.",
-    "Glasgow Coma Scale 15.", "Wells score 2.", "Child-Pugh class B.", "Romberg test negative.",
-    "Strength 5/5 in all extremities.", "2/6 systolic murmur at the left sternal border.",
-    "BP 132/84, HR 92, Temp 98.6 F, SpO2 95% on room air.", "Pain 7/10, improved to 3/10.",
-    "A1c 7.2%, eGFR 45, K 3.9 (3.5-5.0).", "Metoprolol 25 mg PO BID, lisinopril 10 mg daily.",
-    "ICD-10 E11.9; CPT 99213.", "Hope for gradual recovery was discussed.", "Rose from the chair without help.",
-    "Frank hematuria resolved.", "The patient will follow up in 2 weeks.", "May consider MRI if no improvement.",
-    "Gross motor function intact.", "Grace period for the prior authorization applies.",
-    "Tinel sign positive at the wrist.", "Patient smoked for 30 years, quit in 2015.",
-    "Heparin 5000 units SC q8h.", "Follows with Cardiology at the Heart Center.",
-    "Trendelenburg position used.", "Valsalva maneuver terminated the SVT.", "Holter monitor ordered.",
-    "Ward round at 14:30.", "Seen in the Emergency Department.", "Dose increased in 2019.",
-]  # fmt: skip
+    "Murphy's sign positive.",
+    "Babinski sign absent bilaterally.",
+    "Homans sign negative.",
+    "Foley catheter placed.",
+    "Whipple procedure in the past.",
+    "Apgar score 8 and 9.",
+    "Glasgow Coma Scale 15.",
+    "Wells score 2.",
+    "Child-Pugh class B.",
+    "Romberg test negative.",
+    "Strength 5/5 in all extremities.",
+    "2/6 systolic murmur at the left sternal border.",
+    "BP 132/84, HR 92, Temp 98.6 F, SpO2 95% on room air.",
+    "Pain 7/10, improved to 3/10.",
+    "A1c 7.2%, eGFR 45, K 3.9 (3.5-5.0).",
+    "Metoprolol 25 mg PO BID, lisinopril 10 mg daily.",
+    "ICD-10 E11.9; CPT 99213.",
+    "Hope for gradual recovery was discussed.",
+    "Rose from the chair without help.",
+    "Frank hematuria resolved.",
+    "The patient will follow up in 2 weeks.",
+    "May consider MRI if no improvement.",
+    "Gross motor function intact.",
+    "Grace period for the prior authorization applies.",
+    "Tinel sign positive at the wrist.",
+    "Patient smoked for 30 years, quit in 2015.",
+    "Heparin 5000 units SC q8h.",
+    "Follows with Cardiology at the Heart Center.",
+    "Trendelenburg position used.",
+    "Valsalva maneuver terminated the SVT.",
+    "Holter monitor ordered.",
+    "Ward round at 14:30.",
+    "Seen in the Emergency Department.",
+    "Dose increased in 2019.",
+]
 
 
 class _Builder:
@@ -186,7 +321,10 @@ class Gen:
             return [(self.r.choice(["Dr. ", "Dr ", "Doctor "]), None), (last, T.NAME)]
         if x < 0.7:
             return [(self.r.choice(["Dr. ", "Dr "]), None), (f"{f} {last}", T.NAME)]
-        return [(f"{f} {last}", T.NAME), (self.r.choice([", MD", ", RN", ", NP", " MD", ", PA-C", ", DO"]), None)]
+        return [
+            (f"{f} {last}", T.NAME),
+            (self.r.choice([", MD", ", RN", ", NP", " MD", ", PA-C", ", DO"]), None),
+        ]
 
     # --- dates ------------------------------------------------------------------------
     def date(self) -> list[Piece]:
@@ -219,8 +357,23 @@ class Gen:
 
     def age90(self) -> list[Piece]:
         a = self.r.randint(90, 104)
-        return [(self.r.choice([f"{a}-year-old", f"{a} year old", f"{a} yo", f"{a} y/o", f"{a}yo", f"aged {a}",
-                                f"{a}-yr-old", f"{a} years old"]), T.AGE)]  # fmt: skip
+        return [
+            (
+                self.r.choice(
+                    [
+                        f"{a}-year-old",
+                        f"{a} year old",
+                        f"{a} yo",
+                        f"{a} y/o",
+                        f"{a}yo",
+                        f"aged {a}",
+                        f"{a}-yr-old",
+                        f"{a} years old",
+                    ]
+                ),
+                T.AGE,
+            )
+        ]
 
     def age_young(self) -> list[Piece]:
         a = self.r.randint(18, 89)
@@ -233,11 +386,20 @@ class Gen:
     def _phone(self) -> str:
         r = self.r
         a, line = r.randint(201, 989), f"01{r.randint(0, 99):02d}"
-        return r.choice([
-            f"({a}) 555-{line}", f"{a}-555-{line}", f"{a}.555.{line}", f"+1 {a} 555 {line}",
-            f"{a} 555 {line}", f"{a}-555-\n{line}", f"({a})\n555-{line}", f"({a}) 555-{line} ext. {r.randint(1, 999)}",
-            f"1-{a}-555-{line}", f"{a}555{line}",
-        ])  # fmt: skip
+        return r.choice(
+            [
+                f"({a}) 555-{line}",
+                f"{a}-555-{line}",
+                f"{a}.555.{line}",
+                f"+1 {a} 555 {line}",
+                f"{a} 555 {line}",
+                f"{a}-555-\n{line}",
+                f"({a})\n555-{line}",
+                f"({a}) 555-{line} ext. {r.randint(1, 999)}",
+                f"1-{a}-555-{line}",
+                f"{a}555{line}",
+            ]
+        )
 
     def phone(self) -> list[Piece]:
         return [(self._phone(), T.PHONE)]
@@ -247,40 +409,85 @@ class Gen:
 
     def email(self) -> list[Piece]:
         f, last = self._pair()
-        user = self.r.choice([f"{f}.{last}", f"{f[0]}{last}{self.r.randint(1, 99)}", f"{last}_{f}"]).lower()
+        user = self.r.choice(
+            [f"{f}.{last}", f"{f[0]}{last}{self.r.randint(1, 99)}", f"{last}_{f}"]
+        ).lower()
         user = re.sub(r"[^a-z0-9._-]", "", user)
-        dom = self.r.choice(["example.com", "example.org", "example.net", "mail.example.com", "clinic.test", "home.invalid"])
+        dom = self.r.choice(
+            [
+                "example.com",
+                "example.org",
+                "example.net",
+                "mail.example.com",
+                "clinic.test",
+                "home.invalid",
+            ]
+        )
         return [(f"{user}@{dom}", T.EMAIL)]
 
     def url(self) -> list[Piece]:
         r = self.r
-        return [(r.choice([
-            f"https://portal.example.org/patient/{r.randint(10000, 999999)}",
-            f"http://www.example.com/~{r.choice(self.last).lower()}",
-            f"www.example.net/records?id={r.randint(1000, 99999)}",
-            f"https://mychart.example.test/visit/{r.randint(100, 9999)}/summary",
-            f"example.org/p/{r.randint(100, 99999)}",
-        ]), T.URL)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        f"https://portal.example.org/patient/{r.randint(10000, 999999)}",
+                        f"http://www.example.com/~{r.choice(self.last).lower()}",
+                        f"www.example.net/records?id={r.randint(1000, 99999)}",
+                        f"https://mychart.example.test/visit/{r.randint(100, 9999)}/summary",
+                        f"example.org/p/{r.randint(100, 99999)}",
+                    ]
+                ),
+                T.URL,
+            )
+        ]
 
     def ip(self) -> list[Piece]:
         r = self.r
-        return [(r.choice([
-            f"192.0.2.{r.randint(1, 254)}", f"198.51.100.{r.randint(1, 254)}", f"203.0.113.{r.randint(1, 254)}",
-            f"2001:db8::{r.randint(1, 0xFFFF):x}", f"2001:db8:{r.randint(1, 0xFFFF):x}:{r.randint(1, 0xFFFF):x}::{r.randint(1, 0xFF):x}",
-        ]), T.IP)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        f"192.0.2.{r.randint(1, 254)}",
+                        f"198.51.100.{r.randint(1, 254)}",
+                        f"203.0.113.{r.randint(1, 254)}",
+                        f"2001:db8::{r.randint(1, 0xFFFF):x}",
+                        f"2001:db8:{r.randint(1, 0xFFFF):x}:{r.randint(1, 0xFFFF):x}"
+                        f"::{r.randint(1, 0xFF):x}",
+                    ]
+                ),
+                T.IP,
+            )
+        ]
 
     # --- identifiers ------------------------------------------------------------------
     def _digits(self, n: int) -> str:
         return "".join(self.r.choice(string.digits) for _ in range(n))
 
+    def _code(self, n: int, alphabet: str = string.ascii_uppercase + string.digits) -> str:
+        return "".join(self.r.choice(alphabet) for _ in range(n))
+
     def ssn(self) -> list[Piece]:
         a, g, s = self.r.randint(900, 999), self.r.randint(1, 99), self.r.randint(1, 9999)
-        return [(self.r.choice([f"{a}-{g:02d}-{s:04d}", f"{a} {g:02d} {s:04d}", f"{a}{g:02d}{s:04d}"]), T.SSN)]
+        return [
+            (
+                self.r.choice(
+                    [f"{a}-{g:02d}-{s:04d}", f"{a} {g:02d} {s:04d}", f"{a}{g:02d}{s:04d}"]
+                ),
+                T.SSN,
+            )
+        ]
 
     def mrn(self) -> list[Piece]:
         r = self.r
-        body = r.choice([self._digits(r.randint(6, 10)), "MR" + self._digits(7), r.choice("ABCEHK") + self._digits(7),
-                         f"{self._digits(3)}-{self._digits(3)}-{self._digits(3)}"])  # fmt: skip
+        body = r.choice(
+            [
+                self._digits(r.randint(6, 10)),
+                "MR" + self._digits(7),
+                r.choice("ABCEHK") + self._digits(7),
+                f"{self._digits(3)}-{self._digits(3)}-{self._digits(3)}",
+            ]
+        )
         if r.random() < 0.2:  # broken across a line
             cut = len(body) // 2
             body = body[:cut] + r.choice(["\n", "-\n", " \n"]) + body[cut:]
@@ -289,11 +496,28 @@ class Gen:
     def health_plan(self) -> list[Piece]:
         r = self.r
         L = "ACDEFGHJKMNPQRTUVWXY"  # noqa: N806 - MBI letters (no S, L, O, I, B, Z)
-        mbi = f"{r.randint(1, 9)}{r.choice(L)}{r.choice(L + string.digits)}{r.randint(0, 9)}-{r.choice(L)}{r.choice(L + string.digits)}{r.randint(0, 9)}-{r.choice(L)}{r.choice(L)}{r.randint(0, 9)}{r.randint(0, 9)}"
-        return [(r.choice([
-            "".join(r.choice(string.ascii_uppercase) for _ in range(3)) + self._digits(9),
-            mbi, mbi.replace("-", ""), "W" + self._digits(9), self._digits(11), f"{self._digits(4)}-{self._digits(6)}",
-        ]), T.HEALTH_PLAN)]  # fmt: skip
+        LD = L + string.digits  # noqa: N806
+        mbi = (
+            f"{r.randint(1, 9)}{r.choice(L)}{r.choice(LD)}{r.randint(0, 9)}-"
+            f"{r.choice(L)}{r.choice(LD)}{r.randint(0, 9)}-"
+            f"{r.choice(L)}{r.choice(L)}{r.randint(0, 9)}{r.randint(0, 9)}"
+        )
+        return [
+            (
+                r.choice(
+                    [
+                        "".join(r.choice(string.ascii_uppercase) for _ in range(3))
+                        + self._digits(9),
+                        mbi,
+                        mbi.replace("-", ""),
+                        "W" + self._digits(9),
+                        self._digits(11),
+                        f"{self._digits(4)}-{self._digits(6)}",
+                    ]
+                ),
+                T.HEALTH_PLAN,
+            )
+        ]
 
     @staticmethod
     def _luhn_digit(body: str) -> str:
@@ -309,29 +533,55 @@ class Gen:
         r = self.r
         card = "400000" + self._digits(9)
         card += self._luhn_digit(card)
-        return [(r.choice([
-            self._digits(r.randint(7, 12)), f"{self._digits(4)}-{self._digits(5)}", "A" + self._digits(8),
-            " ".join(card[i : i + 4] for i in range(0, 16, 4)),
-        ]), T.ACCOUNT)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        self._digits(r.randint(7, 12)),
+                        f"{self._digits(4)}-{self._digits(5)}",
+                        "A" + self._digits(8),
+                        " ".join(card[i : i + 4] for i in range(0, 16, 4)),
+                    ]
+                ),
+                T.ACCOUNT,
+            )
+        ]
 
     def _dea(self) -> str:
         r = self.r
         n = [r.randint(0, 9) for _ in range(6)]
         check = (n[0] + n[2] + n[4] + 2 * (n[1] + n[3] + n[5])) % 10
-        return r.choice("ABFM") + r.choice(string.ascii_uppercase) + "".join(map(str, n)) + str(check)
+        return (
+            r.choice("ABFM") + r.choice(string.ascii_uppercase) + "".join(map(str, n)) + str(check)
+        )
 
     def license(self) -> list[Piece]:
         r = self.r
-        return [(r.choice([
-            r.choice(string.ascii_uppercase) + self._digits(7), self._dea(), self._digits(r.randint(5, 9)),
-            f"{r.choice(['MD', 'RN', 'LPN'])}{self._digits(6)}", f"{r.choice(string.ascii_uppercase)}{self._digits(3)}-{self._digits(4)}-{self._digits(4)}",
-        ]), T.LICENSE)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        r.choice(string.ascii_uppercase) + self._digits(7),
+                        self._dea(),
+                        self._digits(r.randint(5, 9)),
+                        f"{r.choice(['MD', 'RN', 'LPN'])}{self._digits(6)}",
+                        f"{r.choice(string.ascii_uppercase)}{self._digits(3)}-{self._digits(4)}-{self._digits(4)}",
+                    ]
+                ),
+                T.LICENSE,
+            )
+        ]
 
     def _vin(self) -> str:
         chars = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
-        vals = {**{str(i): i for i in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
-                **dict(zip("JKLMN", range(1, 6), strict=True)), "P": 7, "R": 9,
-                **dict(zip("STUVWXYZ", range(2, 10), strict=True))}  # fmt: skip
+        vals = {
+            **{str(i): i for i in range(10)},
+            **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
+            **dict(zip("JKLMN", range(1, 6), strict=True)),
+            "P": 7,
+            "R": 9,
+            **dict(zip("STUVWXYZ", range(2, 10), strict=True)),
+        }
         weights = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
         v = [self.r.choice(chars) for _ in range(17)]
         total = sum(vals[c] * w for c, w in zip(v, weights, strict=True))
@@ -340,11 +590,15 @@ class Gen:
 
     def vehicle(self) -> list[Piece]:
         r = self.r
-        plate = r.choice([
-            "".join(r.choice(string.ascii_uppercase) for _ in range(3)) + "-" + self._digits(4),
-            self._digits(1) + "".join(r.choice(string.ascii_uppercase) for _ in range(3)) + self._digits(3),
-            "".join(r.choice(string.ascii_uppercase) for _ in range(2)) + " " + self._digits(4),
-        ])  # fmt: skip
+        plate = r.choice(
+            [
+                "".join(r.choice(string.ascii_uppercase) for _ in range(3)) + "-" + self._digits(4),
+                self._digits(1)
+                + "".join(r.choice(string.ascii_uppercase) for _ in range(3))
+                + self._digits(3),
+                "".join(r.choice(string.ascii_uppercase) for _ in range(2)) + " " + self._digits(4),
+            ]
+        )
         return [(plate, T.VEHICLE)]
 
     def vin(self) -> list[Piece]:
@@ -353,20 +607,42 @@ class Gen:
     def device(self) -> list[Piece]:
         r = self.r
         mac = "02:" + ":".join(f"{r.randint(0, 255):02X}" for _ in range(5))
-        return [(r.choice([
-            "SN-" + "".join(r.choice(string.ascii_uppercase + string.digits) for _ in range(8)),
-            "".join(r.choice(string.ascii_uppercase) for _ in range(3)) + self._digits(7),
-            f"(01)0{self._digits(13)}(17){r.randint(25, 30)}{r.randint(1, 12):02d}01(10)A{self._digits(4)}",
-            mac, self._digits(15), "PM" + self._digits(6) + "H",
-        ]), T.DEVICE)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        "SN-"
+                        + "".join(
+                            r.choice(string.ascii_uppercase + string.digits) for _ in range(8)
+                        ),
+                        "".join(r.choice(string.ascii_uppercase) for _ in range(3))
+                        + self._digits(7),
+                        f"(01)0{self._digits(13)}(17){r.randint(25, 30)}{r.randint(1, 12):02d}01"
+                        f"(10)A{self._digits(4)}",
+                        mac,
+                        self._digits(15),
+                        "PM" + self._digits(6) + "H",
+                    ]
+                ),
+                T.DEVICE,
+            )
+        ]
 
     def biometric(self) -> list[Piece]:
         r = self.r
         hexs = "".join(r.choice("0123456789abcdef") for _ in range(r.choice([16, 32])))
-        return [(r.choice([
-            f"FP-{self._digits(4)}-{''.join(r.choice(string.ascii_uppercase + string.digits) for _ in range(4))}",
-            hexs, "VP" + self._digits(8),
-        ]), T.BIOMETRIC)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        f"FP-{self._digits(4)}-{self._code(4)}",
+                        hexs,
+                        "VP" + self._digits(8),
+                    ]
+                ),
+                T.BIOMETRIC,
+            )
+        ]
 
     def str_profile(self) -> list[Piece]:
         r = self.r
@@ -380,15 +656,26 @@ class Gen:
 
     def other_id(self) -> list[Piece]:
         r = self.r
-        return [(r.choice([
-            f"S{r.randint(20, 25)}-{self._digits(6)}", f"{r.randint(20, 25)}-{self._digits(7)}", self._digits(6),
-            f"{self._digits(4)}-{''.join(r.choice(string.ascii_uppercase) for _ in range(2))}", "E" + self._digits(6),
-        ]), T.ID)]  # fmt: skip
+        return [
+            (
+                r.choice(
+                    [
+                        f"S{r.randint(20, 25)}-{self._digits(6)}",
+                        f"{r.randint(20, 25)}-{self._digits(7)}",
+                        self._digits(6),
+                        f"{self._digits(4)}-{self._code(2, string.ascii_uppercase)}",
+                        "E" + self._digits(6),
+                    ]
+                ),
+                T.ID,
+            )
+        ]
 
     # --- places -----------------------------------------------------------------------
     def street(self) -> str:
         r = self.r
-        s = f"{r.randint(1, 9999)} {r.choice(['', 'N ', 'West '])}{r.choice(STREETS)} {r.choice(SUFFIXES)}"
+        direction = r.choice(["", "N ", "West "])
+        s = f"{r.randint(1, 9999)} {direction}{r.choice(STREETS)} {r.choice(SUFFIXES)}"
         if r.random() < 0.3:
             s += r.choice([", Apt 4B", " Apt. 12", ", Unit 7", ", Suite 210", " #3"])
         return s
@@ -396,7 +683,11 @@ class Gen:
     def address(self) -> list[Piece]:
         r = self.r
         zipc = self._digits(5) + (f"-{self._digits(4)}" if r.random() < 0.2 else "")
-        return [(f"{self.street()}, {r.choice(CITIES)}", T.ADDRESS), (f", {r.choice(STATES)} ", None), (zipc, T.ZIP)]
+        return [
+            (f"{self.street()}, {r.choice(CITIES)}", T.ADDRESS),
+            (f", {r.choice(STATES)} ", None),
+            (zipc, T.ZIP),
+        ]
 
     def street_only(self) -> list[Piece]:
         return [(self.street(), T.ADDRESS)]
@@ -478,7 +769,7 @@ TEMPLATES = [
     "cc: {clinician}",
     "{last}, {first} -- DOB {date} -- MRN {mrn}",
     "Pt {lname} seen today, wife {first} at bedside.",
-    "Next appointment {date} at {city} clinic, {street}.",
+    "Next appointment {date} at the clinic, {street}.",
 ]
 TEMPLATES = [t.replace("{sex}", "F") for t in TEMPLATES]
 
@@ -488,15 +779,40 @@ def generate(seed: int = SEED, n_docs: int = N_DOCS) -> list[Doc]:
     rng = random.Random(seed)
     g = Gen(rng)
     slots: dict[str, Callable[[], list[Piece]]] = {
-        "name": g.name, "first": g.first_name, "last": g.last_name, "hard": g.hard_name,
-        "lname": lambda: [(g.name()[0][0].lower(), T.NAME)], "clinician": g.clinician, "date": g.date,
-        "age": g.age, "phone": g.phone, "fax": g.fax, "email": g.email, "url": g.url, "ip": g.ip,
-        "ssn": g.ssn, "plan": g.health_plan, "mrn": g.mrn, "account": g.account, "license": g.license,
-        "npi": lambda: [(_npi(rng), T.LICENSE)], "plate": g.vehicle, "vin": g.vin, "device": g.device,
-        "bio": g.biometric, "str": g.str_profile, "oid": g.other_id, "address": g.address,
-        "street": g.street_only, "city": g.city, "county": g.county, "zip": g.zip, "cond": g.cond,
-        "finding": g.finding, "year": g.year,
-    }  # fmt: skip
+        "name": g.name,
+        "first": g.first_name,
+        "last": g.last_name,
+        "hard": g.hard_name,
+        "lname": lambda: [(g.name()[0][0].lower(), T.NAME)],
+        "clinician": g.clinician,
+        "date": g.date,
+        "age": g.age,
+        "phone": g.phone,
+        "fax": g.fax,
+        "email": g.email,
+        "url": g.url,
+        "ip": g.ip,
+        "ssn": g.ssn,
+        "plan": g.health_plan,
+        "mrn": g.mrn,
+        "account": g.account,
+        "license": g.license,
+        "npi": lambda: [(_npi(rng), T.LICENSE)],
+        "plate": g.vehicle,
+        "vin": g.vin,
+        "device": g.device,
+        "bio": g.biometric,
+        "str": g.str_profile,
+        "oid": g.other_id,
+        "address": g.address,
+        "street": g.street_only,
+        "city": g.city,
+        "county": g.county,
+        "zip": g.zip,
+        "cond": g.cond,
+        "finding": g.finding,
+        "year": g.year,
+    }
     docs = []
     order = list(range(len(TEMPLATES)))
     k = 0

