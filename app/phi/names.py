@@ -417,3 +417,8 @@ def _decide(run: list[_Tok], text: str) -> tuple[int, int] | None:
     if t.caps and len(run) == 1:
         return None
     return 0, len(run) - 1
+
+
+# Load the lists at import: a build that lost them (e.g. a wheel without package data)
+# fails when the app starts, not silently on the first text it should have protected.
+lexicon()

@@ -115,8 +115,8 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
     names = list(reports)
     kinds = [t.value for t in PhiType]
     extra = sorted({k for r in reports.values() for k in r.per_type} - set(kinds))
-    head = f"{'type':<12} {'gold':>5} | " + " | ".join(f"{n[:22]:^29}" for n in names)
-    sub = f"{'':<12} {'':>5} | " + " | ".join(
+    head = f"{'type':<18} {'gold':>5} | " + " | ".join(f"{n[:22]:^29}" for n in names)
+    sub = f"{'':<18} {'':>5} | " + " | ".join(
         f"{'recall':>7} {'typed':>6} {'prec':>6} {'pred':>6}" for _ in names
     )
     lines = [head, sub, "-" * len(sub)]
@@ -131,7 +131,7 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
                 f"{_f(c.recall if c else None):>7} {_f(c.typed_recall if c else None):>6} "
                 f"{_f(c.precision if c else None):>6} {(c.predicted if c else 0):>6}"
             )
-        lines.append(f"{k:<12} {gold:>5} | " + " | ".join(cells))
+        lines.append(f"{k:<18} {gold:>5} | " + " | ".join(cells))
     lines.append("-" * len(sub))
     cells = []
     for r in reports.values():
@@ -139,7 +139,7 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
         cells.append(
             f"{_f(t.recall):>7} {_f(t.typed_recall):>6} {_f(t.precision):>6} {t.predicted:>6}"
         )
-    lines.append(f"{'all':<12} {reports[names[0]].total().gold:>5} | " + " | ".join(cells))
+    lines.append(f"{'all':<18} {reports[names[0]].total().gold:>5} | " + " | ".join(cells))
     return "\n".join(lines)
 
 

@@ -302,3 +302,40 @@ def test_corpus_recall(capsys: pytest.CaptureFixture[str]) -> None:
     }
     assert not low, f"recall below 0.98: {low}"
     assert (report.total().precision or 0.0) >= 0.95
+
+
+# --- a note not written from the corpus templates -----------------------------------------------
+
+_NOTE = """ED NOTE 11/02/2023 21:14
+Name: Margaret O'Connor    DOB: 7/14/1931    MRN: 00482913
+Margaret is a 92 y.o. woman brought in by her son Patrick after a fall at home
+(44 Linden Rd, Dover, NH 03820).
+PMH: Parkinson's disease, Bell's palsy 2011, s/p Whipple. Lives with daughter-in-law Grace.
+Son's cell 603-555-0148. PCP Dr. Ahmed Siddiqui, fax (603) 555-0190.
+Exam: GCS 15, strength 4/5 LLE, 2+ edema. Hgb 9.8. INR 2.4 on warfarin 5 mg.
+Plan: admit to medicine, follow up with Dr Bell in neurology on Dec 3rd.
+Insurance: Medicare 1EG4-TE5-MK73. Pt's email mocon31@example.net.
+"""
+
+
+def test_free_text_note() -> None:
+    assert redact(_NOTE) == (
+        "ED NOTE [DATE] 21:14\n"
+        "Name: [NAME]    DOB: [DATE]    MRN: [MRN]\n"
+        "[NAME] is a [AGE] woman brought in by her son [NAME] after a fall at home\n"
+        "([ADDRESS] [ZIP]).\n"
+        "PMH: Parkinson's disease, Bell's palsy 2011, s/p Whipple. "
+        "Lives with daughter-in-law [NAME].\n"
+        "Son's cell [PHONE]. PCP Dr. [NAME], fax [FAX].\n"
+        "Exam: GCS 15, strength 4/5 LLE, 2+ edema. Hgb 9.8. INR 2.4 on warfarin 5 mg.\n"
+        "Plan: admit to medicine, follow up with Dr [NAME] in neurology on [DATE].\n"
+        "Insurance: Medicare [HEALTH_PLAN]. Pt's email [EMAIL].\n"
+    )
+
+
+def test_bundled_lists_load() -> None:
+    from app.phi.names import lexicon
+
+    lex = lexicon()
+    assert len(lex.first) > 1000 and len(lex.last) > 1000
+    assert "hope" in lex.ambiguous and "bell" in lex.eponyms and "palsy" in lex.heads
