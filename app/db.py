@@ -1,11 +1,12 @@
 """PostgreSQL access. The skeleton only needs a readiness probe."""
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from app.settings import Settings
 
 
-def conninfo(settings: Settings) -> dict[str, str | int]:
+def conninfo(settings: Settings) -> str:
     params: dict[str, str | int] = {
         "host": settings.db_host,
         "port": settings.db_port,
@@ -18,10 +19,10 @@ def conninfo(settings: Settings) -> dict[str, str | int]:
     }
     if settings.db_sslrootcert:
         params["sslrootcert"] = settings.db_sslrootcert
-    return params
+    return make_conninfo("", **params)
 
 
 async def ping(settings: Settings) -> None:
     """Raise if the database does not answer a query."""
-    async with await psycopg.AsyncConnection.connect(**conninfo(settings)) as conn:
+    async with await psycopg.AsyncConnection.connect(conninfo(settings)) as conn:
         await conn.execute("SELECT 1")
