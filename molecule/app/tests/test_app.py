@@ -77,7 +77,9 @@ def test_the_password_is_a_credential_only(host):
     password = credential.content_string
     assert password and password not in env.content_string
     unit = host.file("/etc/systemd/system/clinchat-app.service").content_string
-    assert "LoadCredential=clinchat_db_password:/etc/clinchat/credentials/clinchat_db_password" in unit
+    assert (
+        "LoadCredential=clinchat_db_password:/etc/clinchat/credentials/clinchat_db_password" in unit
+    )
     assert password not in unit
     assert password not in host.check_output("systemctl show clinchat-app -p Environment")
 

@@ -92,10 +92,25 @@ def test_sudoers_are_valid_and_admit_the_admins(host):
 
 def test_the_admin_logs_in_with_the_key_and_uses_sudo():
     result = subprocess.run(
-        ["ssh", "-i", SSH_KEY, "-o", "StrictHostKeyChecking=no", "-o",
-         "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-         "labadmin@10.213.0.21", "sudo -n id -u"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            "ssh",
+            "-i",
+            SSH_KEY,
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "labadmin@10.213.0.21",
+            "sudo -n id -u",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"

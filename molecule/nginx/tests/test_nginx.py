@@ -52,7 +52,9 @@ def test_tls_1_2_and_1_3_are_served(version):
 
 def test_tls_below_1_2_is_not_configured(host):
     config = host.check_output("nginx -T 2>/dev/null")
-    protocols = {line.strip() for line in config.splitlines() if line.strip().startswith("ssl_protocols")}
+    protocols = {
+        line.strip() for line in config.splitlines() if line.strip().startswith("ssl_protocols")
+    }
     assert protocols == {"ssl_protocols TLSv1.2 TLSv1.3;"}
     assert "server_tokens off;" in config
 

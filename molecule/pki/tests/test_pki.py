@@ -20,7 +20,10 @@ def test_the_ca_stays_on_the_controller_and_is_closed():
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_host_certificate_verifies_and_names_the_host(name):
     host = lab_host(name)
-    assert host.run("openssl verify -CAfile /etc/clinchat/pki/ca.crt /etc/clinchat/pki/host.crt").rc == 0
+    assert (
+        host.run("openssl verify -CAfile /etc/clinchat/pki/ca.crt /etc/clinchat/pki/host.crt").rc
+        == 0
+    )
     text = host.check_output("openssl x509 -in /etc/clinchat/pki/host.crt -noout -text")
     for san in (f"DNS:{name}", f"IP Address:{HOSTS[name]}", "DNS:clinchat.lab.test"):
         assert san in text
@@ -64,9 +67,26 @@ def test_a_certificate_not_from_the_ca_does_not_verify(tmp_path):
     """The negative control: a self-signed certificate fails against the CA."""
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=rogue", "-days", "1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-subj",
+            "/CN=rogue",
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
     )
     result = subprocess.run(
         ["openssl", "verify", "-CAfile", PKI_DIR / "ca.crt", cert], capture_output=True, check=False

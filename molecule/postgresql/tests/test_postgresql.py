@@ -12,11 +12,18 @@ CA = "/etc/clinchat/pki/ca.crt"
 
 def psql(host, sql, password=None, **params):
     conninfo = {
-        "host": DB, "port": "5432", "dbname": "clinchat", "user": "clinchat_app",
-        "sslmode": "verify-full", "sslrootcert": CA, "connect_timeout": "5",
+        "host": DB,
+        "port": "5432",
+        "dbname": "clinchat",
+        "user": "clinchat_app",
+        "sslmode": "verify-full",
+        "sslrootcert": CA,
+        "connect_timeout": "5",
     } | params
     dsn = " ".join(f"{k}={v}" for k, v in conninfo.items())
-    env = f"PGPASSWORD={shlex.quote(password if password is not None else secret('postgresql_app_password'))}"
+    if password is None:
+        password = secret("postgresql_app_password")
+    env = f"PGPASSWORD={shlex.quote(password)}"
     return host.run(f"{env} psql {shlex.quote(dsn)} -XAtc {shlex.quote(sql)}")
 
 

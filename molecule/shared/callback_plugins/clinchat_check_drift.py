@@ -40,9 +40,7 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result) -> None:  # noqa: ANN001 - Ansible's TaskResult
         if result._result.get("changed", False):
-            self._changed.append(
-                {"host": result._host.get_name(), "task": result._task.get_name()}
-            )
+            self._changed.append({"host": result._host.get_name(), "task": result._task.get_name()})
 
     def v2_playbook_on_stats(self, stats) -> None:  # noqa: ANN001, ARG002
         if not context.CLIARGS.get("check"):
