@@ -199,14 +199,14 @@ def build_cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
             return target
         for stale in LAB_CACHE.glob(f".tmp-{kind}-*"):
             log(f"removing an interrupted build: {stale}")
-            shutil.rmtree(stale)
+            remove_tree(stale)
         tmp = LAB_CACHE / f".tmp-{kind}-{key}-{os.getpid()}"
         tmp.mkdir(parents=True)
         started = time.monotonic()
         try:
             build(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             raise
         stamp = {"suite": SUITE, "mirror": MIRROR, "key": key, "built": time.time()}
         (tmp / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
@@ -216,6 +216,17 @@ def build_cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         log(f"built {target} in {time.monotonic() - started:.0f}s")
     return target
+
+
+def remove_tree(path: Path) -> None:
+    """A killed debootstrap can leave /proc and /sys mounted in its target:
+    unmount them first, so rmtree never walks into a live file system."""
+    prefix = f"{path.resolve()}/"
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    mounts = [line.split()[4] for line in mountinfo]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        run(["umount", "--lazy", mount])
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def build_base(tmp: Path) -> None:
@@ -434,10 +445,10 @@ def ssh_answers(address: str) -> bool:
 def wait_for_ssh(machine: Machine, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ssh_answers(machine.address):
-        if not machine.running():
+        if not machine.running() or kernel_panicked(machine):
             raise LabError(
                 f"{machine.name} stopped while booting; see {machine.console_log}:\n"
-                + tail(machine.console_log)
+                + tail(machine.console_log, 40)
             )
         if time.monotonic() > deadline:
             raise LabError(
@@ -446,6 +457,13 @@ def wait_for_ssh(machine: Machine, timeout: float) -> None:
                 f"`clinchat-lab destroy {machine.name}`.\n" + tail(machine.console_log)
             )
         time.sleep(1)
+
+
+def kernel_panicked(machine: Machine) -> bool:
+    """A panicked VM keeps running: read its console rather than wait for the timeout."""
+    if machine.type != "qemu" or not machine.console_log.is_file():
+        return False
+    return "Kernel panic - not syncing" in machine.console_log.read_text(errors="replace")
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -515,7 +533,8 @@ def create(args: argparse.Namespace) -> dict[str, Any]:
     except LabError:
         raise
     except BaseException:
-        # Interrupted (Ctrl-C) or a bug: leave nothing half made behind.
+        # Interrupted (Ctrl-C, SIGTERM) or a bug: leave nothing half made behind.
+        stop_process(machine.pid, machine.marker)
         remove_machine_files(machine)
         raise
     if machine.type == "nspawn":
@@ -595,14 +614,18 @@ def boot_qemu(machine: Machine, image: Path) -> None:
     run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
     run(["ip", "link", "set", tap, "master", BRIDGE, "up"])
     machine.host_interface = tap
-    # TCG: KVM cannot boot a guest on these machines. No display; the serial
-    # console goes to the log file. virtio-rng: sshd must not wait for entropy.
-    machine_options = f"-accel tcg -cpu max -smp 2 -m {machine.memory or 1024}"
-    argv = [
+    # TCG: KVM cannot boot a guest on these machines. -cx16: Debian 12's qemu
+    # 7.2 corrupts EFLAGS on the kernel's cmpxchg16b (SLUB) now and then; the
+    # guest double-faults in early boot (1 boot in 3-6 with -cpu max, 0 in 20
+    # without). No display; the serial console goes to the log file.
+    # virtio-rng: sshd must not wait for entropy.
+    accel = "-accel tcg -cpu max,-cx16 -smp 2"
+    machine_options = f"{accel} -m {machine.memory or 1024}"
+    argv: list[str | Path] = [
         *f"qemu-system-x86_64 -name {machine.name} {machine_options}".split(),
         *"-nodefaults -no-user-config -display none -device virtio-rng-pci".split(),
         *["-serial", f"file:{machine.console_log}"],
-        *["-kernel", image / "vmlinuz", "-initrd", image / "initrd.img"],
+        *["-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img")],
         *["-append", "root=/dev/vda rw console=ttyS0"],
         *drives,
         *["-netdev", f"tap,id=lab0,ifname={tap},script=no,downscript=no"],
@@ -848,7 +871,10 @@ def dispatch(args: argparse.Namespace) -> Any:
     if args.command == "destroy":
         if args.all == bool(args.names):
             raise LabError("destroy: give host names or --all, not both")
-        destroy_all() if args.all else [destroy(name) for name in args.names]
+        if args.all:
+            destroy_all()
+        for name in args.names:
+            destroy(name)
         return None
     if args.command == "list":
         return [m.connection() | {"pid": m.pid} for m in all_machines() if m.running()]
@@ -867,6 +893,8 @@ def dispatch(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: builds and creates clean up after themselves.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         log("error: must run as root (bridges, nspawn, tap devices)")
         return 2

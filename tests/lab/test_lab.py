@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def running() -> dict[str, dict[str, object]]:
     return {host["name"]: host for host in json.loads(lab("list").stdout)}
 
 
-def machine_state(name: str) -> dict[str, object]:
+def machine_state(name: str) -> dict[str, Any]:
     return json.loads((STATE / "machines" / name / "machine.json").read_text())
 
 
