@@ -524,14 +524,17 @@ def create(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     try:
         prepare_rootfs(machine, image / "rootfs")
-        boot_nspawn(machine) if machine.type == "nspawn" else boot_qemu(machine, image)
+        if machine.type == "nspawn":
+            boot_nspawn(machine)
+        else:
+            boot_qemu(machine, image)
         log(f"{machine.name}: booting (pid {machine.pid}), console: {machine.console_log}")
         timeout = args.timeout or (
             NSPAWN_BOOT_TIMEOUT if machine.type == "nspawn" else QEMU_BOOT_TIMEOUT
         )
         wait_for_ssh(machine, timeout)
     except LabError:
-        raise
+        raise  # e.g. no SSH in time: the host stays, with its console log, to look at
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM) or a bug: leave nothing half made behind.
         stop_process(machine.pid, machine.marker)
