@@ -17,13 +17,13 @@ LAB := tests/lab/clinchat-lab
 MOLECULE_SCENARIOS := base pki postgresql app nginx
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 
-.PHONY: help setup venv lint unit bundle lab-image lab lab-down molecule e2e test clean
+.PHONY: help setup venv lint unit infra bundle lab-image lab lab-down molecule e2e test clean
 
 help:
 	@echo "make lab       build the lab hosts and the offline bundle, deploy site.yml, print the URL"
 	@echo "make lab-down  destroy the lab hosts and stop the bundle server"
 	@echo "make test      everything CI runs (lint, unit, molecule, end-to-end)"
-	@echo "make lint | unit | bundle | molecule | e2e   one tier of it"
+	@echo "make lint | unit | infra | molecule | e2e   one tier of it"
 
 # Debian packages the controller needs: the lab (nspawn, debootstrap, qemu),
 # the bundle build (gnupg, apt-utils), the test fixtures' real services.
@@ -50,7 +50,11 @@ lint: venv
 	ansible-lint --profile production
 
 unit: venv
-	pytest -q tests/app tests/serving
+	pytest -q tests/app tests/serving tests/phi
+
+# The lab tool (nspawn and qemu hosts) and the offline bundle themselves.
+infra: venv bundle lab-image
+	pytest -q tests/lab tests/bundle
 
 bundle: venv
 	ansible-playbook playbooks/bundle.yml -i inventories/lab
@@ -77,7 +81,7 @@ lab: venv bundle lab-image
 lab-down:
 	$(LAB) down --spec inventories/lab/lab.yml
 
-test: lint unit molecule e2e
+test: lint unit infra molecule e2e
 	@echo "make test: all tiers passed"
 
 clean: lab-down
