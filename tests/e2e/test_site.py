@@ -2,6 +2,7 @@
 appliance answers through nginx, and readiness follows the database."""
 
 import re
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -54,7 +55,9 @@ def ssh(host: str, command: str) -> None:
 
 
 def ready() -> httpx.Response:
-    return httpx.get(f"{WEB}/health/ready", verify=str(LAB_CA), timeout=10)
+    return httpx.get(
+        f"{WEB}/health/ready", verify=ssl.create_default_context(cafile=LAB_CA), timeout=10
+    )
 
 
 def wait_for(status: int, timeout_s: float = 30) -> httpx.Response:
