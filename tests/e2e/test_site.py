@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.e2e.conftest import REPO, run
 
@@ -137,14 +138,9 @@ def test_missing_required_variable_fails_at_play_start_naming_it(
     """The lab inventory without the database password: the play stops before any change."""
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "hosts.yml").write_text((converged / "hosts.yml").read_text())
-    group_vars = (converged / "group_vars" / "all.yml").read_text()
-    (tmp_path / "group_vars" / "all.yml").write_text(
-        "\n".join(
-            line
-            for line in group_vars.splitlines()
-            if not line.startswith("postgresql_app_password")
-        )
-    )
+    group_vars = yaml.safe_load((converged / "group_vars" / "all.yml").read_text())
+    del group_vars["postgresql_app_password"]
+    (tmp_path / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars))
     recap, output = playbook(str(REPO / "playbooks" / "data.yml"), "-i", str(tmp_path))
     assert "postgresql_app_password" in output, output
     assert recap["lab-db1"]["failed"] == 1 and recap["lab-db1"]["changed"] == 0, output
