@@ -51,15 +51,32 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = (
-            status, message, type_, code, param)
+            status,
+            message,
+            type_,
+            code,
+            param,
+        )
 
 
-def error_json(status: int, message: str, type_: str, code: str | None = None,
-               param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_json(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -67,14 +84,21 @@ def error_json(status: int, message: str, type_: str, code: str | None = None,
 Loader = Callable[[Settings, ServerMetrics], LoadedModel]
 
 
-def default_loader(settings: Settings, metrics: ServerMetrics,
-                   verify: bool = True) -> LoadedModel:
+def default_loader(settings: Settings, metrics: ServerMetrics, verify: bool = True) -> LoadedModel:
     return load_model(
-        settings.model_dir, quantization=settings.quantization, device=settings.device,
-        dtype=settings.dtype, max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs, max_queue=settings.max_queue,
-        prefill_chunk=settings.prefill_chunk, cuda_graphs=settings.cuda_graphs,
-        require_manifest=settings.require_manifest, verify=verify, observer=metrics)
+        settings.model_dir,
+        quantization=settings.quantization,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        max_queue=settings.max_queue,
+        prefill_chunk=settings.prefill_chunk,
+        cuda_graphs=settings.cuda_graphs,
+        require_manifest=settings.require_manifest,
+        verify=verify,
+        observer=metrics,
+    )
 
 
 @dataclass
@@ -113,52 +137,75 @@ def require_auth(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), key.get_secret_value().encode()):
-        raise ApiError(401, "invalid or missing API key", "authentication_error",
-                       "invalid_api_key")
+        token.strip().encode(), key.get_secret_value().encode()
+    ):
+        raise ApiError(401, "invalid or missing API key", "authentication_error", "invalid_api_key")
 
 
 def ready_model(request: Request) -> LoadedModel:
     state = _state(request)
     if not state.ready or state.loaded is None:
-        raise ApiError(503, f"model not ready ({state.status()})", "service_unavailable",
-                       "model_not_ready")
+        raise ApiError(
+            503, f"model not ready ({state.status()})", "service_unavailable", "model_not_ready"
+        )
     return state.loaded
 
 
 def _check_model(state: ServerState, name: str) -> None:
     if name != state.settings.served_model_name:
-        raise ApiError(404, f"The model '{name}' does not exist", "invalid_request_error",
-                       "model_not_found", "model")
+        raise ApiError(
+            404,
+            f"The model '{name}' does not exist",
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
 
 
-def _params(body: ChatCompletionRequest | CompletionRequest, prompt_len: int,
-            max_len: int, max_tokens: int | None) -> SamplingParams:
+def _params(
+    body: ChatCompletionRequest | CompletionRequest,
+    prompt_len: int,
+    max_len: int,
+    max_tokens: int | None,
+) -> SamplingParams:
     if prompt_len >= max_len:
-        raise ApiError(400, f"This model's maximum context length is {max_len} tokens; the "
-                       f"prompt has {prompt_len} tokens.", code="context_length_exceeded",
-                       param="messages")
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {max_len} tokens; the "
+            f"prompt has {prompt_len} tokens.",
+            code="context_length_exceeded",
+            param="messages",
+        )
     if max_tokens is not None and prompt_len + max_tokens > max_len:
-        raise ApiError(400, f"This model's maximum context length is {max_len} tokens; "
-                       f"{prompt_len} prompt tokens plus max_tokens {max_tokens} exceed it.",
-                       code="context_length_exceeded", param="max_tokens")
-    return SamplingParams(max_tokens=max_tokens or max_len - prompt_len,
-                          temperature=body.temperature, top_p=body.top_p, seed=body.seed)
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {max_len} tokens; "
+            f"{prompt_len} prompt tokens plus max_tokens {max_tokens} exceed it.",
+            code="context_length_exceeded",
+            param="max_tokens",
+        )
+    return SamplingParams(
+        max_tokens=max_tokens or max_len - prompt_len,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+    )
 
 
 def _start(gen: Generation) -> None:
     try:
         gen.start()
     except QueueFull:
-        raise ApiError(429, "the server is at capacity, retry later", "rate_limit_exceeded",
-                       "queue_full") from None
+        raise ApiError(
+            429, "the server is at capacity, retry later", "rate_limit_exceeded", "queue_full"
+        ) from None
     except EngineDead:
-        raise ApiError(503, "engine is not running", "service_unavailable",
-                       "engine_dead") from None
+        raise ApiError(503, "engine is not running", "service_unavailable", "engine_dead") from None
 
 
 async def _collect(gen: Generation, request: Request) -> str:
     """Run a non-streaming generation; abort it if the client disconnects meanwhile."""
+
     async def watch() -> None:
         while not await request.is_disconnected():
             await asyncio.sleep(0.25)
@@ -174,13 +221,20 @@ async def _collect(gen: Generation, request: Request) -> str:
 
 
 def _usage(gen: Generation) -> Usage:
-    return Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                 total_tokens=gen.prompt_tokens + gen.completion_tokens)
+    return Usage(
+        prompt_tokens=gen.prompt_tokens,
+        completion_tokens=gen.completion_tokens,
+        total_tokens=gen.prompt_tokens + gen.completion_tokens,
+    )
 
 
-async def _sse(gen: Generation, chunk: Callable[[str | None, str | None, bool], dict[str, Any]],
-               include_usage: bool, usage_chunk: Callable[[], dict[str, Any]],
-               first: dict[str, Any] | None) -> AsyncIterator[dict[str, str]]:
+async def _sse(
+    gen: Generation,
+    chunk: Callable[[str | None, str | None, bool], dict[str, Any]],
+    include_usage: bool,
+    usage_chunk: Callable[[], dict[str, Any]],
+    first: dict[str, Any] | None,
+) -> AsyncIterator[dict[str, str]]:
     try:
         if first is not None:
             yield {"data": json.dumps(first)}
@@ -190,8 +244,14 @@ async def _sse(gen: Generation, chunk: Callable[[str | None, str | None, bool], 
         if include_usage:
             yield {"data": json.dumps(usage_chunk())}
     except GenerationError:
-        err = {"error": {"message": "generation failed", "type": "server_error",
-                         "code": "engine_error", "param": None}}
+        err = {
+            "error": {
+                "message": "generation failed",
+                "type": "server_error",
+                "code": "engine_error",
+                "param": None,
+            }
+        }
         yield {"data": json.dumps(err)}
     yield {"data": "[DONE]"}
 
@@ -202,59 +262,100 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)])
 @v1.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     state = _state(request)
-    cards = [ModelCard(id=state.settings.served_model_name, created=state.created,
-                       max_model_len=state.loaded.engine.max_len if state.loaded else None)]
+    cards = [
+        ModelCard(
+            id=state.settings.served_model_name,
+            created=state.created,
+            max_model_len=state.loaded.engine.max_len if state.loaded else None,
+        )
+    ]
     if state.settings.served_embedding_name:
         cards.append(ModelCard(id=state.settings.served_embedding_name, created=state.created))
     return ModelList(data=cards)
 
 
-@v1.post("/chat/completions", responses={400: {"model": ErrorResponse},
-                                         429: {"model": ErrorResponse}})
-async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           model: LoadedModel = Depends(ready_model)) -> Any:  # noqa: B008
+@v1.post(
+    "/chat/completions", responses={400: {"model": ErrorResponse}, 429: {"model": ErrorResponse}}
+)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, model: LoadedModel = Depends(ready_model)
+) -> Any:  # noqa: B008
     state = _state(request)
     _check_model(state, body.model)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     try:
         prompt = model.tokenizer.apply_chat_template(messages)
     except Exception:  # noqa: BLE001 - the template's own error may quote the messages
-        raise ApiError(400, "the messages do not fit the model's chat template",
-                       param="messages") from None
+        raise ApiError(
+            400, "the messages do not fit the model's chat template", param="messages"
+        ) from None
     max_tokens = body.max_completion_tokens or body.max_tokens
-    gen = Generation(model.engine, model.tokenizer, prompt,
-                     _params(body, len(prompt), model.engine.max_len, max_tokens),
-                     body.stop_list())
+    gen = Generation(
+        model.engine,
+        model.tokenizer,
+        prompt,
+        _params(body, len(prompt), model.engine.max_len, max_tokens),
+        body.stop_list(),
+    )
     _start(gen)
     rid, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model
     usage_field = {"usage": None} if body.include_usage else {}
 
     def chunk(delta: str | None, finish: str | None, last: bool) -> dict[str, Any]:
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name,
-                "choices": [{"index": 0, "delta": {} if last else {"content": delta},
-                             "logprobs": None, "finish_reason": finish}], **usage_field}
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {} if last else {"content": delta},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            **usage_field,
+        }
 
     if body.stream:
-        first = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                 "model": name, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                    "content": ""},
-                                             "logprobs": None, "finish_reason": None}],
-                 **usage_field}
+        first = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            **usage_field,
+        }
 
         def usage_chunk() -> dict[str, Any]:
-            return {"id": rid, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "choices": [], "usage": _usage(gen).model_dump()}
+            return {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [],
+                "usage": _usage(gen).model_dump(),
+            }
 
-        return EventSourceResponse(_sse(gen, chunk, body.include_usage, usage_chunk, first),
-                                   ping=15)
+        return EventSourceResponse(
+            _sse(gen, chunk, body.include_usage, usage_chunk, first), ping=15
+        )
     text = await _collect(gen, request)
     return chat_response(rid, created, name, text, gen.finish_reason, _usage(gen))
 
 
-@v1.post("/completions", responses={400: {"model": ErrorResponse},
-                                    429: {"model": ErrorResponse}})
-async def completions(body: CompletionRequest, request: Request,
-                      model: LoadedModel = Depends(ready_model)) -> Any:  # noqa: B008
+@v1.post("/completions", responses={400: {"model": ErrorResponse}, 429: {"model": ErrorResponse}})
+async def completions(
+    body: CompletionRequest, request: Request, model: LoadedModel = Depends(ready_model)
+) -> Any:  # noqa: B008
     state = _state(request)
     _check_model(state, body.model)
     prompt_in = body.prompt
@@ -268,29 +369,47 @@ async def completions(body: CompletionRequest, request: Request,
         prompt = [int(t) for t in prompt_in]
         vocab = model.config.vocab_size
         if not prompt or any(not 0 <= t < vocab for t in prompt):
-            raise ApiError(400, "prompt token ids must be non-empty and within the vocabulary",
-                           param="prompt")
+            raise ApiError(
+                400, "prompt token ids must be non-empty and within the vocabulary", param="prompt"
+            )
     if not prompt:
         raise ApiError(400, "the prompt is empty", param="prompt")
-    gen = Generation(model.engine, model.tokenizer, prompt,
-                     _params(body, len(prompt), model.engine.max_len, body.max_tokens),
-                     body.stop_list())
+    gen = Generation(
+        model.engine,
+        model.tokenizer,
+        prompt,
+        _params(body, len(prompt), model.engine.max_len, body.max_tokens),
+        body.stop_list(),
+    )
     _start(gen)
     rid, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body.model
     usage_field = {"usage": None} if body.include_usage else {}
 
     def chunk(delta: str | None, finish: str | None, last: bool) -> dict[str, Any]:
-        return {"id": rid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"index": 0, "text": delta or "", "logprobs": None,
-                             "finish_reason": finish}], **usage_field}
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": name,
+            "choices": [
+                {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
+            ],
+            **usage_field,
+        }
 
     if body.stream:
-        def usage_chunk() -> dict[str, Any]:
-            return {"id": rid, "object": "text_completion", "created": created, "model": name,
-                    "choices": [], "usage": _usage(gen).model_dump()}
 
-        return EventSourceResponse(_sse(gen, chunk, body.include_usage, usage_chunk, None),
-                                   ping=15)
+        def usage_chunk() -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": name,
+                "choices": [],
+                "usage": _usage(gen).model_dump(),
+            }
+
+        return EventSourceResponse(_sse(gen, chunk, body.include_usage, usage_chunk, None), ping=15)
     text = await _collect(gen, request)
     return completion_response(rid, created, name, text, gen.finish_reason, _usage(gen))
 
@@ -299,24 +418,33 @@ async def completions(body: CompletionRequest, request: Request,
 async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
     state = _state(request)
     if body.model != state.settings.served_embedding_name:
-        raise ApiError(404, f"The model '{body.model}' does not exist (or is not an "
-                       "embedding model)", code="model_not_found", param="model")
+        raise ApiError(
+            404,
+            f"The model '{body.model}' does not exist (or is not an embedding model)",
+            code="model_not_found",
+            param="model",
+        )
     embedder = state.embedder
     if embedder is None:
-        raise ApiError(503, "embedding model not ready", "service_unavailable",
-                       "model_not_ready")
+        raise ApiError(503, "embedding model not ready", "service_unavailable", "model_not_ready")
     texts = [body.input] if isinstance(body.input, str) else body.input
     if body.dimensions is not None and body.dimensions != embedder.dim:
-        raise ApiError(400, f"dimensions must be {embedder.dim} for this model",
-                       param="dimensions")
+        raise ApiError(400, f"dimensions must be {embedder.dim} for this model", param="dimensions")
     vectors, tokens = await anyio.to_thread.run_sync(embedder.embed, texts)
     data = []
     for i, vec in enumerate(vectors):
-        value: Any = (base64.b64encode(vec.numpy().astype("<f4").tobytes()).decode()
-                      if body.encoding_format == "base64" else vec.tolist())
+        value: Any = (
+            base64.b64encode(vec.numpy().astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vec.tolist()
+        )
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return {"object": "list", "data": data, "model": body.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 ops = APIRouter()
@@ -332,8 +460,9 @@ async def health(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> PlainTextResponse:
     state = _state(request)
     state.metrics.refresh(state.loaded.engine if state.loaded else None)
-    return PlainTextResponse(generate_latest(state.metrics.registry),
-                             media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(
+        generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 @ops.get("/version")
@@ -353,16 +482,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts) or "invalid request", param
 
 
-def create_app(settings: Settings, loader: Loader = default_loader,
-               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    loader: Loader = default_loader,
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
     metrics_obj = ServerMetrics(settings.served_model_name)
     state = ServerState(settings, metrics_obj)
 
     def load() -> None:
         try:
             if settings.embedding_model_dir is not None:
-                state.embedder = BertEmbedder(settings.embedding_model_dir,
-                                              torch.device("cpu"))
+                state.embedder = BertEmbedder(settings.embedding_model_dir, torch.device("cpu"))
             state.loaded = loader(settings, metrics_obj)
             log.info("ready: serving %s", settings.served_model_name)
         except Exception as exc:  # noqa: BLE001 - reported on /health and to the CLI
@@ -395,8 +526,12 @@ def create_app(settings: Settings, loader: Loader = default_loader,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_json(exc.status_code, str(exc.detail), "invalid_request_error",
-                          "not_found" if exc.status_code == 404 else None)
+        return error_json(
+            exc.status_code,
+            str(exc.detail),
+            "invalid_request_error",
+            "not_found" if exc.status_code == 404 else None,
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

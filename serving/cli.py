@@ -25,31 +25,46 @@ SUBCOMMANDS = ("make-test-model", "manifest", "bench")
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clinchat-serve",
-        description="OpenAI-compatible LLM server. Subcommands: " + ", ".join(SUBCOMMANDS)
-        + " (see `clinchat-serve SUBCOMMAND --help`).")
+        description="OpenAI-compatible LLM server. Subcommands: "
+        + ", ".join(SUBCOMMANDS)
+        + " (see `clinchat-serve SUBCOMMAND --help`).",
+    )
     a = p.add_argument
     a("--model-dir", type=Path, help="model directory [CLINCHAT_SERVE_MODEL_DIR]")
     a("--model-name", help="served model id [CLINCHAT_SERVE_MODEL_NAME]")
-    a("--quantization", choices=["none", "nf4", "int8"],
-      help="weight quantization [CLINCHAT_SERVE_QUANTIZATION]")
+    a(
+        "--quantization",
+        choices=["none", "nf4", "int8"],
+        help="weight quantization [CLINCHAT_SERVE_QUANTIZATION]",
+    )
     a("--device", choices=["auto", "cpu", "cuda"], help="[CLINCHAT_SERVE_DEVICE]")
-    a("--dtype", choices=["auto", "bfloat16", "float16", "float32"],
-      help="[CLINCHAT_SERVE_DTYPE]")
+    a("--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="[CLINCHAT_SERVE_DTYPE]")
     a("--host", help="listen address [CLINCHAT_SERVE_HOST]")
     a("--port", type=int, help="listen port [CLINCHAT_SERVE_PORT]")
     a("--max-model-len", type=int, help="context length [CLINCHAT_SERVE_MAX_MODEL_LEN]")
     a("--max-num-seqs", type=int, help="KV slots [CLINCHAT_SERVE_MAX_NUM_SEQS]")
     a("--max-queue", type=int, help="waiting requests before 429 [CLINCHAT_SERVE_MAX_QUEUE]")
     a("--prefill-chunk", type=int, help="[CLINCHAT_SERVE_PREFILL_CHUNK]")
-    a("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-      help="[CLINCHAT_SERVE_CUDA_GRAPHS]")
+    a(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="[CLINCHAT_SERVE_CUDA_GRAPHS]",
+    )
     a("--embedding-model-dir", type=Path, help="[CLINCHAT_SERVE_EMBEDDING_MODEL_DIR]")
     a("--embedding-model-name", help="[CLINCHAT_SERVE_EMBEDDING_MODEL_NAME]")
     a("--api-key-file", type=Path, help="bearer token file [CLINCHAT_SERVE_API_KEY_FILE]")
-    a("--require-manifest", action=argparse.BooleanOptionalAction, default=None,
-      help="[CLINCHAT_SERVE_REQUIRE_MANIFEST]")
-    a("--log-level", choices=["debug", "info", "warning", "error"],
-      help="[CLINCHAT_SERVE_LOG_LEVEL]")
+    a(
+        "--require-manifest",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="[CLINCHAT_SERVE_REQUIRE_MANIFEST]",
+    )
+    a(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="[CLINCHAT_SERVE_LOG_LEVEL]",
+    )
     return p
 
 
@@ -66,8 +81,9 @@ def serve(argv: list[str]) -> int:
         missing = [".".join(map(str, e["loc"])) for e in exc.errors()]
         print(f"clinchat-serve: invalid settings: {', '.join(missing)}\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     import uvicorn
 
     from serving import loader
@@ -90,10 +106,16 @@ def serve(argv: list[str]) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, functools.partial(_load_verified, default_loader),
-                     on_load_error=on_load_error)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, timeout_graceful_shutdown=10)
+    app = create_app(
+        settings, functools.partial(_load_verified, default_loader), on_load_error=on_load_error
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
     server = uvicorn.Server(config)
     server.run()
     if failed:
@@ -104,13 +126,16 @@ def serve(argv: list[str]) -> int:
 
 def _load_verified(default_loader: Any, settings: Settings, metrics: Any) -> Any:
     # The manifest was checked before the port was bound; don't hash the weights twice.
-    return default_loader(settings.model_copy(update={"require_manifest": False}), metrics,
-                          verify=False)
+    return default_loader(
+        settings.model_copy(update={"require_manifest": False}), metrics, verify=False
+    )
 
 
 def make_test_model(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="clinchat-serve make-test-model",
-                                description="Write a random Llama model (no download).")
+    p = argparse.ArgumentParser(
+        prog="clinchat-serve make-test-model",
+        description="Write a random Llama model (no download).",
+    )
     p.add_argument("dir", type=Path)
     p.add_argument("--preset", choices=["tiny", "llama-3.1-8b"], default="tiny")
     p.add_argument("--seed", type=int, default=0)
@@ -127,8 +152,9 @@ def make_test_model(argv: list[str]) -> int:
 
 
 def manifest(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="clinchat-serve manifest",
-                                description="Write or check manifest.json (SHA-256).")
+    p = argparse.ArgumentParser(
+        prog="clinchat-serve manifest", description="Write or check manifest.json (SHA-256)."
+    )
     p.add_argument("dir", type=Path)
     p.add_argument("--check", action="store_true", help="verify instead of writing")
     ns = p.parse_args(argv)

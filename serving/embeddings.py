@@ -56,30 +56,41 @@ class BertEmbedder:
             raise loader.ModelDirError(f"{model_dir}: only mean pooling is supported")
         modules = model_dir / "modules.json"
         self.normalize = modules.is_file() and any(
-            m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+            m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text())
+        )
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_len)
-        w = {k.removeprefix("bert."): v.float().to(self.device)
-             for p in loader.safetensors_files(model_dir) for k, v in load_file(str(p)).items()}
+        w = {
+            k.removeprefix("bert."): v.float().to(self.device)
+            for p in loader.safetensors_files(model_dir)
+            for k, v in load_file(str(p)).items()
+        }
         e = "embeddings."
-        self.word, self.pos, self.type = (w[e + "word_embeddings.weight"],
-                                          w[e + "position_embeddings.weight"],
-                                          w[e + "token_type_embeddings.weight"])
+        self.word, self.pos, self.type = (
+            w[e + "word_embeddings.weight"],
+            w[e + "position_embeddings.weight"],
+            w[e + "token_type_embeddings.weight"],
+        )
         self.emb_ln = (w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"])
         self.layers = []
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}."
             a = p + "attention."
-            self.layers.append(_Layer(
-                qkv_w=torch.cat([w[a + f"self.{n}.weight"] for n in ("query", "key", "value")]),
-                qkv_b=torch.cat([w[a + f"self.{n}.bias"] for n in ("query", "key", "value")]),
-                out_w=w[a + "output.dense.weight"], out_b=w[a + "output.dense.bias"],
-                ln1=(w[a + "output.LayerNorm.weight"], w[a + "output.LayerNorm.bias"]),
-                up_w=w[p + "intermediate.dense.weight"], up_b=w[p + "intermediate.dense.bias"],
-                down_w=w[p + "output.dense.weight"], down_b=w[p + "output.dense.bias"],
-                ln2=(w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
-            ))
+            self.layers.append(
+                _Layer(
+                    qkv_w=torch.cat([w[a + f"self.{n}.weight"] for n in ("query", "key", "value")]),
+                    qkv_b=torch.cat([w[a + f"self.{n}.bias"] for n in ("query", "key", "value")]),
+                    out_w=w[a + "output.dense.weight"],
+                    out_b=w[a + "output.dense.bias"],
+                    ln1=(w[a + "output.LayerNorm.weight"], w[a + "output.LayerNorm.bias"]),
+                    up_w=w[p + "intermediate.dense.weight"],
+                    up_b=w[p + "intermediate.dense.bias"],
+                    down_w=w[p + "output.dense.weight"],
+                    down_b=w[p + "output.dense.bias"],
+                    ln2=(w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
+                )
+            )
         self._lock = threading.Lock()
 
     def count_tokens(self, texts: list[str]) -> int:
@@ -106,14 +117,20 @@ class BertEmbedder:
             for layer in self.layers:
                 q, k, v = F.linear(x, layer.qkv_w, layer.qkv_b).split(self.dim, dim=-1)
                 q, k, v = (t.view(n, length, self.heads, hd).transpose(1, 2) for t in (q, k, v))
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                                   scale=1.0 / math.sqrt(hd))
+                a = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, scale=1.0 / math.sqrt(hd)
+                )
                 a = a.transpose(1, 2).reshape(n, length, self.dim)
-                x = F.layer_norm(x + F.linear(a, layer.out_w, layer.out_b), (self.dim,),
-                                 *layer.ln1, eps=self.eps)
+                x = F.layer_norm(
+                    x + F.linear(a, layer.out_w, layer.out_b), (self.dim,), *layer.ln1, eps=self.eps
+                )
                 h = F.gelu(F.linear(x, layer.up_w, layer.up_b))
-                x = F.layer_norm(x + F.linear(h, layer.down_w, layer.down_b), (self.dim,),
-                                 *layer.ln2, eps=self.eps)
+                x = F.layer_norm(
+                    x + F.linear(h, layer.down_w, layer.down_b),
+                    (self.dim,),
+                    *layer.ln2,
+                    eps=self.eps,
+                )
             m = mask.unsqueeze(-1).to(x.dtype)
             pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
             if self.normalize:

@@ -73,9 +73,16 @@ class Observer(Protocol):
 
 
 class Engine:
-    def __init__(self, model: Llama, cache: KVCache, eos_ids: set[int], max_queue: int,
-                 prefill_chunk: int, cuda_graphs: bool = True,
-                 observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        model: Llama,
+        cache: KVCache,
+        eos_ids: set[int],
+        max_queue: int,
+        prefill_chunk: int,
+        cuda_graphs: bool = True,
+        observer: Observer | None = None,
+    ) -> None:
         self.model, self.cache = model, cache
         self.device = cache.k.device
         self.eos_ids = eos_ids
@@ -151,8 +158,9 @@ class Engine:
             req.cancelled = True
             self._cv.notify_all()
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams,
-                 timeout: float = 600.0) -> tuple[list[int], str]:
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, timeout: float = 600.0
+    ) -> tuple[list[int], str]:
         """Blocking helper (tests, bench): output ids and finish reason."""
         done = threading.Event()
         out: list[int] = []
@@ -180,8 +188,9 @@ class Engine:
             with torch.inference_mode():
                 while True:
                     with self._cv:
-                        while not self._stop and (self._paused or not (
-                                self._waiting or self._prefilling or self._running)):
+                        while not self._stop and (
+                            self._paused or not (self._waiting or self._prefilling or self._running)
+                        ):
                             self._cv.wait()
                         if self._stop:
                             return
@@ -219,8 +228,7 @@ class Engine:
             n = min(budget, len(req.prompt_ids) - start)
             tokens = torch.tensor([req.prompt_ids[start : start + n]], device=self.device)
             positions = torch.arange(start, start + n, device=self.device).unsqueeze(0)
-            logits = self.model(tokens, positions, self.cache, req.slot, start + n,
-                                last_only=True)
+            logits = self.model(tokens, positions, self.cache, req.slot, start + n, last_only=True)
             req.prefilled += n
             budget -= n
             if req.prefilled == len(req.prompt_ids):
@@ -244,8 +252,12 @@ class Engine:
         logits = self.runner.run(rows, tokens, positions, kv_need)
         running = list(self._running)
         index = torch.tensor([r.slot for r in running], device=self.device)
-        new = sample(logits.index_select(0, index), [r.params for r in running],
-                     [r.generator for r in running], self._rng)
+        new = sample(
+            logits.index_select(0, index),
+            [r.params for r in running],
+            [r.generator for r in running],
+            self._rng,
+        )
         for req, token in zip(running, new, strict=True):
             self._accept(req, token)
 
@@ -260,8 +272,10 @@ class Engine:
         req.emit("token", token)
         if not req.params.ignore_eos and token in self.eos_ids:
             self._finish(req, "stop")
-        elif (len(req.output_ids) >= req.params.max_tokens
-              or len(req.prompt_ids) + len(req.output_ids) >= self.max_len):
+        elif (
+            len(req.output_ids) >= req.params.max_tokens
+            or len(req.prompt_ids) + len(req.output_ids) >= self.max_len
+        ):
             self._finish(req, "length")
 
     def _finish(self, req: Request, reason: str) -> None:
@@ -311,11 +325,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_model(model_dir: Path, *, quantization: str = "none", device: str = "auto",
-               dtype: str = "auto", max_model_len: int | None = None, max_num_seqs: int = 8,
-               max_queue: int = 256, prefill_chunk: int = 512, cuda_graphs: bool = True,
-               require_manifest: bool = False, verify: bool = True,
-               observer: Observer | None = None) -> LoadedModel:
+def load_model(
+    model_dir: Path,
+    *,
+    quantization: str = "none",
+    device: str = "auto",
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    max_num_seqs: int = 8,
+    max_queue: int = 256,
+    prefill_chunk: int = 512,
+    cuda_graphs: bool = True,
+    require_manifest: bool = False,
+    verify: bool = True,
+    observer: Observer | None = None,
+) -> LoadedModel:
     """Verify, load and start: the whole path from a directory to a running engine."""
     if verify:
         loader.verify_manifest(model_dir, required=require_manifest)
@@ -347,20 +371,25 @@ def load_model(model_dir: Path, *, quantization: str = "none", device: str = "au
     model = build_llama(cfg, get, quantization, dev, dt, max_positions=max_len + 1)
     where.clear()  # close the shards: the model holds its own copies now
     handles.clear()
-    cache = KVCache(cfg.num_layers, max_num_seqs, cfg.num_kv_heads, max_len, cfg.head_dim,
-                    dt, dev)
+    cache = KVCache(cfg.num_layers, max_num_seqs, cfg.num_kv_heads, max_len, cfg.head_dim, dt, dev)
     if quantization == "int8" and cuda_graphs and dev.type == "cuda":
         # LLM.int8() picks outlier columns per input (data-dependent shapes, host syncs):
         # not capturable, so int8 decodes eagerly.
         log.info("int8 weights: CUDA graphs disabled")
         cuda_graphs = False
-    engine = Engine(model, cache, tokenizer.eos_token_ids, max_queue, prefill_chunk,
-                    cuda_graphs, observer)
+    engine = Engine(
+        model, cache, tokenizer.eos_token_ids, max_queue, prefill_chunk, cuda_graphs, observer
+    )
     if dev.type == "cuda":
         with torch.inference_mode():
             engine.runner.capture_all()
-    log.info("model loaded on %s (%s, quantization %s) in %.1fs; KV cache %.1f MiB",
-             dev, str(dt).removeprefix("torch."), quantization, time.monotonic() - t0,
-             cache.nbytes / 2**20)
+    log.info(
+        "model loaded on %s (%s, quantization %s) in %.1fs; KV cache %.1f MiB",
+        dev,
+        str(dt).removeprefix("torch."),
+        quantization,
+        time.monotonic() - t0,
+        cache.nbytes / 2**20,
+    )
     engine.start()
     return LoadedModel(engine, tokenizer, cfg)

@@ -20,8 +20,14 @@ class GenerationError(RuntimeError):
 
 
 class Generation:
-    def __init__(self, engine: Engine, tokenizer: TextTokenizer, prompt_ids: list[int],
-                 params: SamplingParams, stop: list[str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: TextTokenizer,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        stop: list[str],
+    ) -> None:
         self.engine, self.tokenizer, self.stop = engine, tokenizer, stop
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, int | str | None]] = asyncio.Queue()
@@ -55,7 +61,7 @@ class Generation:
                     self.finish_reason = str(value)
                     if read < len(ids):  # bytes still held back: emit them as they are
                         before = self.tokenizer.decode(ids[prefix:read])
-                        text += self.tokenizer.decode(ids[prefix:])[len(before):]
+                        text += self.tokenizer.decode(ids[prefix:])[len(before) :]
                     if sent < len(text):
                         yield text[sent:]
                     return
@@ -66,7 +72,7 @@ class Generation:
                 after = self.tokenizer.decode(ids[prefix:])
                 if len(after) <= len(before) or after.endswith("\ufffd"):
                     continue  # an incomplete UTF-8 sequence: wait for the next token
-                text += after[len(before):]
+                text += after[len(before) :]
                 prefix, read = read, len(ids)
                 if self.stop:
                     start = max(0, sent - longest_stop)

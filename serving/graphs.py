@@ -36,8 +36,7 @@ class DecodeRunner:
         self.use_graphs = use_graphs and device.type == "cuda"
         n = cache.num_slots
         self.tokens = torch.zeros(n, 1, dtype=torch.long, device=device)
-        self.positions = torch.full((n, 1), cache.scratch_position, dtype=torch.long,
-                                    device=device)
+        self.positions = torch.full((n, 1), cache.scratch_position, dtype=torch.long, device=device)
         self.buckets = batch_buckets(n)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self._pool: Any = None
@@ -94,8 +93,9 @@ class DecodeRunner:
             self._pool = graph.pool()
             self.graphs[(batch, kv_len)] = (graph, out)
         except Exception:  # a kernel that cannot be captured: run eagerly from now on
-            log.exception("CUDA graph capture failed for batch %d, kv %d; running eagerly",
-                          batch, kv_len)
+            log.exception(
+                "CUDA graph capture failed for batch %d, kv %d; running eagerly", batch, kv_len
+            )
             self.use_graphs = False
 
     def capture_all(self) -> None:

@@ -124,8 +124,15 @@ class Attention(nn.Module):
         self.groups = cfg.num_heads // cfg.num_kv_heads
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, mask: Tensor,
-        cache: KVCache, slot_start: int, kv_len: int,
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor,
+        cache: KVCache,
+        slot_start: int,
+        kv_len: int,
     ) -> Tensor:
         b, t, _ = x.shape
         hd, n_kv, g = self.head_dim, self.n_kv, self.groups
@@ -168,15 +175,31 @@ class Block(nn.Module):
         super().__init__()
         self.attn, self.mlp, self.ln1, self.ln2 = attn, mlp, ln1, ln2
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, mask: Tensor,
-                cache: KVCache, slot_start: int, kv_len: int) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor,
+        cache: KVCache,
+        slot_start: int,
+        kv_len: int,
+    ) -> Tensor:
         x = x + self.attn(self.ln1(x), cos, sin, positions, mask, cache, slot_start, kv_len)
         return x + self.mlp(self.ln2(x))
 
 
 class Llama(nn.Module):
-    def __init__(self, cfg: LlamaConfig, embed: Tensor, blocks: list[Block], norm: RMSNorm,
-                 lm_head: nn.Module, max_positions: int) -> None:
+    def __init__(
+        self,
+        cfg: LlamaConfig,
+        embed: Tensor,
+        blocks: list[Block],
+        norm: RMSNorm,
+        lm_head: nn.Module,
+        max_positions: int,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding.from_pretrained(embed, freeze=True)
@@ -193,8 +216,15 @@ class Llama(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed.weight.dtype
 
-    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache, slot_start: int,
-                kv_len: int, last_only: bool = False) -> Tensor:
+    def forward(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        slot_start: int,
+        kv_len: int,
+        last_only: bool = False,
+    ) -> Tensor:
         """tokens, positions: [B, T] -> float32 logits [B, T or 1, vocab].
 
         Row b uses cache slot slot_start + b and sees cache positions <= its own position.
@@ -214,8 +244,9 @@ class Llama(nn.Module):
         return self.lm_head(self.norm(x)).float()
 
 
-def make_linear(weight: Tensor, quantization: str, device: torch.device,
-                dtype: torch.dtype) -> nn.Module:
+def make_linear(
+    weight: Tensor, quantization: str, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
     """A bias-free linear layer holding `weight` [out, in], plain or bitsandbytes-quantized."""
     out_f, in_f = weight.shape
     if quantization == "none":
@@ -225,23 +256,33 @@ def make_linear(weight: Tensor, quantization: str, device: torch.device,
     import bitsandbytes as bnb
 
     if quantization == "nf4":
-        lin = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=dtype, quant_type="nf4",
-                                device="meta")
+        lin = bnb.nn.Linear4bit(
+            in_f, out_f, bias=False, compute_dtype=dtype, quant_type="nf4", device="meta"
+        )
         lin.weight = bnb.nn.Params4bit(weight.to(dtype), requires_grad=False, quant_type="nf4")
         return lin.to(device)  # quantizes on the move
     if quantization == "int8":
         # LLM.int8() with the usual outlier threshold (the same as transformers' default).
-        lin = bnb.nn.Linear8bitLt(in_f, out_f, bias=False, has_fp16_weights=False,
-                                  threshold=6.0, device="meta")
-        lin.weight = bnb.nn.Int8Params(weight.to(torch.float16 if device.type == "cuda"
-                                                 else dtype),
-                                       requires_grad=False, has_fp16_weights=False)
+        lin = bnb.nn.Linear8bitLt(
+            in_f, out_f, bias=False, has_fp16_weights=False, threshold=6.0, device="meta"
+        )
+        lin.weight = bnb.nn.Int8Params(
+            weight.to(torch.float16 if device.type == "cuda" else dtype),
+            requires_grad=False,
+            has_fp16_weights=False,
+        )
         return lin.to(device)
     raise ValueError(f"unknown quantization {quantization!r}")
 
 
-def build_llama(cfg: LlamaConfig, get: Callable[[str], Tensor], quantization: str,
-                device: torch.device, dtype: torch.dtype, max_positions: int) -> Llama:
+def build_llama(
+    cfg: LlamaConfig,
+    get: Callable[[str], Tensor],
+    quantization: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_positions: int,
+) -> Llama:
     """Build the model from HF tensor names, one layer at a time (fusing QKV and gate/up)."""
 
     def lin(w: Tensor) -> nn.Module:
@@ -257,8 +298,14 @@ def build_llama(cfg: LlamaConfig, get: Callable[[str], Tensor], quantization: st
         w_gu = torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")], dim=0)
         attn = Attention(cfg, lin(wqkv), lin(get(p + "self_attn.o_proj.weight")), i)
         mlp = MLP(lin(w_gu), lin(get(p + "mlp.down_proj.weight")))
-        blocks.append(Block(attn, mlp, norm(p + "input_layernorm.weight"),
-                            norm(p + "post_attention_layernorm.weight")))
+        blocks.append(
+            Block(
+                attn,
+                mlp,
+                norm(p + "input_layernorm.weight"),
+                norm(p + "post_attention_layernorm.weight"),
+            )
+        )
     embed = get("model.embed_tokens.weight").to(device=device, dtype=dtype)
     # lm_head stays unquantized, as transformers' bitsandbytes integration leaves it.
     head_w = embed if cfg.tie_word_embeddings else get("lm_head.weight").to(device, dtype)

@@ -34,15 +34,20 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     return gen
 
 
-def sample(logits: Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None], default: torch.Generator) -> list[int]:
+def sample(
+    logits: Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+    default: torch.Generator,
+) -> list[int]:
     """logits [N, vocab] float32 -> one token id per row."""
     greedy = logits.argmax(dim=-1)
     if all(p.greedy for p in params):
         return greedy.tolist()
     device = logits.device
-    temps = torch.tensor([p.temperature if not p.greedy else 1.0 for p in params],
-                         device=device).unsqueeze(1)
+    temps = torch.tensor(
+        [p.temperature if not p.greedy else 1.0 for p in params], device=device
+    ).unsqueeze(1)
     probs = torch.softmax(logits / temps, dim=-1)
     top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
     if bool((top_p < 1.0).any()):
@@ -55,7 +60,8 @@ def sample(logits: Tensor, params: list[SamplingParams],
     unseeded = [i for i, g in enumerate(generators) if g is None]
     if unseeded:
         noise[unseeded] = torch.empty(len(unseeded), probs.shape[1], device=device).exponential_(
-            generator=default)
+            generator=default
+        )
     for i, gen in enumerate(generators):
         if gen is not None:
             noise[i].exponential_(generator=gen)

@@ -46,10 +46,12 @@ class _Sampling(_Req):
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float = Field(default=0.0, ge=0.0, le=0.0,
-                                    description="Not supported: must be 0.")
-    frequency_penalty: float = Field(default=0.0, ge=0.0, le=0.0,
-                                     description="Not supported: must be 0.")
+    presence_penalty: float = Field(
+        default=0.0, ge=0.0, le=0.0, description="Not supported: must be 0."
+    )
+    frequency_penalty: float = Field(
+        default=0.0, ge=0.0, le=0.0, description="Not supported: must be 0."
+    )
     user: str | None = None
 
     @field_validator("stop")
@@ -71,20 +73,40 @@ class _Sampling(_Req):
 
 
 class ChatCompletionRequest(_Sampling):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "model": "llama-3.1-8b-instruct",
-        "messages": [{"role": "user", "content": "Summarise the hand hygiene guideline."}],
-        "max_tokens": 256, "temperature": 0.2, "stream": True,
-        "stream_options": {"include_usage": True},
-    }]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "llama-3.1-8b-instruct",
+                    "messages": [
+                        {"role": "user", "content": "Summarise the hand hygiene guideline."}
+                    ],
+                    "max_tokens": 256,
+                    "temperature": 0.2,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+            ]
+        },
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
 
 class CompletionRequest(_Sampling):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "model": "llama-3.1-8b-instruct", "prompt": "The ward opens at", "max_tokens": 16,
-    }]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "llama-3.1-8b-instruct",
+                    "prompt": "The ward opens at",
+                    "max_tokens": 16,
+                }
+            ]
+        },
+    )
     prompt: str | list[str] | list[int] = Field(examples=["The ward opens at"])
     echo: bool = Field(default=False, description="Not supported: must be false.")
 
@@ -97,9 +119,17 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Req):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "model": "all-MiniLM-L6-v2", "input": ["hand hygiene", "visiting hours"],
-    }]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "all-MiniLM-L6-v2",
+                    "input": ["hand hygiene", "visiting hours"],
+                }
+            ]
+        },
+    )
     model: str
     input: str | list[str] = Field(examples=["hand hygiene guideline"])
     encoding_format: Literal["float", "base64"] = "float"
@@ -144,20 +174,34 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def chat_response(rid: str, created: int, model: str, text: str, finish: str | None,
-                  usage: Usage) -> dict[str, Any]:
+def chat_response(
+    rid: str, created: int, model: str, text: str, finish: str | None, usage: Usage
+) -> dict[str, Any]:
     return {
-        "id": rid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finish}],
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
         "usage": usage.model_dump(),
     }
 
 
-def completion_response(rid: str, created: int, model: str, text: str, finish: str | None,
-                        usage: Usage) -> dict[str, Any]:
+def completion_response(
+    rid: str, created: int, model: str, text: str, finish: str | None, usage: Usage
+) -> dict[str, Any]:
     return {
-        "id": rid, "object": "text_completion", "created": created, "model": model,
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
         "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
         "usage": usage.model_dump(),
     }

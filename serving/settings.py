@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8081, ge=0, le=65535, description="TCP port to listen on.")
     max_model_len: int | None = Field(
-        default=None, ge=16,
+        default=None,
+        ge=16,
         description="Context length (prompt + output); default min(model's, 4096).",
     )
     max_num_seqs: int = Field(

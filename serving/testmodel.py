@@ -17,8 +17,13 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eot_id|>"]
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
 BOS, EOS = "<|begin_of_text|>", "<|eot_id|>"
 
 CHAT_TEMPLATE = (
@@ -54,18 +59,39 @@ Hello! How are you today? I am fine, thank you. What can I do for you?
 """.strip()
 
 TINY: dict[str, Any] = {
-    "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
-    "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
-    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                     "high_freq_factor": 4.0, "original_max_position_embeddings": 256},
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256,
+    },
 }
 LLAMA_31_8B: dict[str, Any] = {
-    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
-    "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "vocab_size": 128256,
-    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 128256,
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
 }
 PRESETS = {"tiny": (TINY, torch.float32), "llama-3.1-8b": (LLAMA_31_8B, torch.bfloat16)}
 
@@ -75,19 +101,24 @@ def train_tokenizer(vocab_size: int = 512) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)],
+        single=f"{BOS} $A",
+        pair=f"{BOS} $A {BOS} $B",
+        special_tokens=[(BOS, bos_id)],
     )
     return tok
 
 
-def _tensors(cfg: dict[str, Any], dtype: torch.dtype, gen: torch.Generator,
-             special_ids: list[int]) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors(
+    cfg: dict[str, Any], dtype: torch.dtype, gen: torch.Generator, special_ids: list[int]
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, random tensor) one at a time. Scaled so the tiny model's logits are peaky
     (greedy ties would make equality tests meaningless) and special tokens are unlikely."""
     d, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
@@ -115,8 +146,9 @@ def _tensors(cfg: dict[str, Any], dtype: torch.dtype, gen: torch.Generator,
     yield "lm_head.weight", head
 
 
-def write_model(out: Path, preset: str = "tiny", seed: int = 0,
-                shard_bytes: int = 2 * 2**30) -> Path:
+def write_model(
+    out: Path, preset: str = "tiny", seed: int = 0, shard_bytes: int = 2 * 2**30
+) -> Path:
     """Write config, generation config, tokenizer and safetensors shards into `out`."""
     base, dtype = PRESETS[preset]
     out.mkdir(parents=True, exist_ok=True)
@@ -126,31 +158,55 @@ def write_model(out: Path, preset: str = "tiny", seed: int = 0,
     bos_id, eos_id = tok.token_to_id(BOS), tok.token_to_id(EOS)
     special = [i for i in (tok.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None]
     hf_cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", **cfg,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **cfg,
         "head_dim": cfg["hidden_size"] // cfg["num_attention_heads"],
-        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-        "tie_word_embeddings": False, "bos_token_id": bos_id, "eos_token_id": eos_id,
-        "torch_dtype": str(dtype).removeprefix("torch."), "initializer_range": 0.02,
-        "pretraining_tp": 1, "use_cache": True,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
     }
     (out / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": bos_id, "eos_token_id": [eos_id, tok.token_to_id("<|end_of_text|>")],
-         "do_sample": False}, indent=2) + "\n")
+    (out / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token_id": bos_id,
+                "eos_token_id": [eos_id, tok.token_to_id("<|end_of_text|>")],
+                "do_sample": False,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS,
-        "pad_token": "<|end_of_text|>", "chat_template": CHAT_TEMPLATE,
-        "model_max_length": cfg["max_position_embeddings"],
-        "clean_up_tokenization_spaces": False,
-    }, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "pad_token": "<|end_of_text|>",
+                "chat_template": CHAT_TEMPLATE,
+                "model_max_length": cfg["max_position_embeddings"],
+                "clean_up_tokenization_spaces": False,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     gen = torch.Generator().manual_seed(seed)
     _write_shards(out, _tensors(cfg, dtype, gen, special), shard_bytes)
     return out
 
 
-def _write_shards(out: Path, tensors: Iterator[tuple[str, torch.Tensor]],
-                  shard_bytes: int) -> None:
+def _write_shards(out: Path, tensors: Iterator[tuple[str, torch.Tensor]], shard_bytes: int) -> None:
     shards: list[list[str]] = []
     weight_map: dict[str, int] = {}
     current: dict[str, torch.Tensor] = {}
@@ -182,6 +238,8 @@ def _write_shards(out: Path, tensors: Iterator[tuple[str, torch.Tensor]],
     final = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     for tmp, name in zip(tmp_names, final, strict=True):
         tmp.rename(out / name)
-    index = {"metadata": {"total_size": total},
-             "weight_map": {k: final[i] for k, i in sorted(weight_map.items())}}
+    index = {
+        "metadata": {"total_size": total},
+        "weight_map": {k: final[i] for k, i in sorted(weight_map.items())},
+    }
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")

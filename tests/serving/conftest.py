@@ -62,13 +62,22 @@ def embedding_model_dir() -> Path | None:
 
 
 class RunningServer:
-    def __init__(self, settings: Settings, loader: Callable[..., Any] = default_loader,
-                 wait_ready: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loader: Callable[..., Any] = default_loader,
+        wait_ready: bool = True,
+    ) -> None:
         self.app = create_app(settings, loader)
         self.port = settings.port
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -97,8 +106,7 @@ class RunningServer:
         raise RuntimeError(f"server not ready: {self.state.status()} {self.state.load_error}")
 
     def client(self, api_key: str = "unused") -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0,
-                             timeout=60)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=60)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -106,9 +114,15 @@ class RunningServer:
 
 
 def settings_for(model_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"model_dir": model_dir, "model_name": MODEL, "port": free_port(),
-                              "max_model_len": 256, "max_num_seqs": 4, "device": "cpu",
-                              "prefill_chunk": 64}
+    values: dict[str, Any] = {
+        "model_dir": model_dir,
+        "model_name": MODEL,
+        "port": free_port(),
+        "max_model_len": 256,
+        "max_num_seqs": 4,
+        "device": "cpu",
+        "prefill_chunk": 64,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -116,8 +130,13 @@ def settings_for(model_dir: Path, **overrides: Any) -> Settings:
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path) -> Iterator[RunningServer]:
     emb = embedding_model_dir()
-    srv = RunningServer(settings_for(tiny_model_dir, embedding_model_dir=emb,
-                                     embedding_model_name="all-MiniLM-L6-v2" if emb else None))
+    srv = RunningServer(
+        settings_for(
+            tiny_model_dir,
+            embedding_model_dir=emb,
+            embedding_model_name="all-MiniLM-L6-v2" if emb else None,
+        )
+    )
     yield srv
     srv.stop()
 
@@ -126,8 +145,9 @@ def server(tiny_model_dir: Path) -> Iterator[RunningServer]:
 def make_server(tiny_model_dir: Path) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def start(loader: Callable[..., Any] = default_loader, wait_ready: bool = True,
-              **overrides: Any) -> RunningServer:
+    def start(
+        loader: Callable[..., Any] = default_loader, wait_ready: bool = True, **overrides: Any
+    ) -> RunningServer:
         srv = RunningServer(settings_for(tiny_model_dir, **overrides), loader, wait_ready)
         started.append(srv)
         return srv

@@ -20,8 +20,7 @@ def test_models(client: openai.OpenAI) -> None:
 
 
 def test_chat(client: openai.OpenAI) -> None:
-    out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=8,
-                                         temperature=0)
+    out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=8, temperature=0)
     choice = out.choices[0]
     assert choice.message.role == "assistant"
     assert isinstance(choice.message.content, str) and choice.message.content
@@ -31,11 +30,17 @@ def test_chat(client: openai.OpenAI) -> None:
 
 
 def test_stream_with_usage_matches_non_stream(client: openai.OpenAI) -> None:
-    full = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=12,
-                                          temperature=0)
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=MSG, max_tokens=12, temperature=0, stream=True,
-        stream_options={"include_usage": True}))
+    full = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=12, temperature=0)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MSG,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -53,8 +58,9 @@ def test_stream_ends_with_done(server: RunningServer) -> None:
 
 
 def test_max_tokens(client: openai.OpenAI) -> None:
-    out = client.completions.create(model=MODEL, prompt="Numbers: one two", max_tokens=5,
-                                    temperature=0)
+    out = client.completions.create(
+        model=MODEL, prompt="Numbers: one two", max_tokens=5, temperature=0
+    )
     assert out.usage is not None and out.usage.completion_tokens == 5
     assert out.choices[0].finish_reason == "length"
 
@@ -62,14 +68,25 @@ def test_max_tokens(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_stop_sequence(client: openai.OpenAI, stream: bool) -> None:
     prompt = "Colors: red orange yellow"
-    full = client.completions.create(model=MODEL, prompt=prompt, max_tokens=30,
-                                     temperature=0).choices[0].text
+    full = (
+        client.completions.create(model=MODEL, prompt=prompt, max_tokens=30, temperature=0)
+        .choices[0]
+        .text
+    )
     # A stop string taken from the model's own greedy output, past its first characters.
-    start = next(i for i in range(3, len(full) - 3)
-                 if "\ufffd" not in full[i : i + 2] and full[i : i + 2] not in full[:i])
+    start = next(
+        i
+        for i in range(3, len(full) - 3)
+        if "\ufffd" not in full[i : i + 2] and full[i : i + 2] not in full[:i]
+    )
     stop = full[start : start + 2]
-    kwargs = {"model": MODEL, "prompt": prompt, "max_tokens": 30, "temperature": 0,
-              "stop": [stop, "never-appears-xyz"]}
+    kwargs = {
+        "model": MODEL,
+        "prompt": prompt,
+        "max_tokens": 30,
+        "temperature": 0,
+        "stop": [stop, "never-appears-xyz"],
+    }
     if stream:
         chunks = list(client.completions.create(stream=True, **kwargs))
         text = "".join(c.choices[0].text for c in chunks if c.choices)
@@ -83,8 +100,9 @@ def test_stop_sequence(client: openai.OpenAI, stream: bool) -> None:
 
 def test_seed_gives_same_text(client: openai.OpenAI) -> None:
     def run(seed: int) -> str:
-        out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=16,
-                                             temperature=1.0, top_p=0.95, seed=seed)
+        out = client.chat.completions.create(
+            model=MODEL, messages=MSG, max_tokens=16, temperature=1.0, top_p=0.95, seed=seed
+        )
         return out.choices[0].message.content or ""
 
     first = run(1234)
@@ -139,8 +157,9 @@ def test_disconnected_stream_frees_slot(make_server) -> None:  # type: ignore[no
     assert engine.num_running == 0
     assert engine.cache.num_free == 2
     metrics = httpx.get(srv.url + "/metrics").text
-    assert 'vllm:request_success_total{finished_reason="abort",model_name="tiny-llama"} 1.0' \
-        in metrics
+    assert (
+        'vllm:request_success_total{finished_reason="abort",model_name="tiny-llama"} 1.0' in metrics
+    )
 
 
 def test_disconnected_request_frees_slot(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -162,8 +181,7 @@ def test_disconnected_request_frees_slot(make_server) -> None:  # type: ignore[n
     assert engine.num_running == 0 and engine.cache.num_free == 2
 
 
-def test_health_503_until_loaded_then_200_then_503_when_engine_dies(
-        make_server) -> None:  # type: ignore[no-untyped-def]
+def test_health_503_until_loaded_then_200_then_503_when_engine_dies(make_server) -> None:  # type: ignore[no-untyped-def]
     from serving.api import default_loader
 
     gate = threading.Event()
@@ -185,8 +203,9 @@ def test_health_503_until_loaded_then_200_then_503_when_engine_dies(
         raise RuntimeError("simulated CUDA error")
 
     srv.engine.model.forward = broken
-    r = httpx.post(srv.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi",
-                                                       "max_tokens": 2})
+    r = httpx.post(
+        srv.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2}
+    )
     assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
     r = httpx.get(srv.url + "/health")
     assert r.status_code == 503 and r.json()["status"] == "engine dead"
@@ -211,24 +230,34 @@ def test_metrics(server: RunningServer, client: openai.OpenAI) -> None:
     secret = "Zebra-quasar-4711 note"
     client.completions.create(model=MODEL, prompt=secret, max_tokens=3)
     text = httpx.get(server.url + "/metrics").text
-    for name in ("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds",
-                 "vllm:e2e_request_latency_seconds", "vllm:num_requests_running",
-                 "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-                 "clinchat:gpu_memory_used_bytes"):
+    for name in (
+        "vllm:time_to_first_token_seconds",
+        "vllm:time_per_output_token_seconds",
+        "vllm:e2e_request_latency_seconds",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "clinchat:gpu_memory_used_bytes",
+    ):
         assert name in text, name
     assert secret not in text and "Zebra" not in text
 
 
-def test_no_prompt_text_in_logs(server: RunningServer, client: openai.OpenAI,
-                                caplog: pytest.LogCaptureFixture) -> None:
+def test_no_prompt_text_in_logs(
+    server: RunningServer, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     caplog.set_level(logging.DEBUG)
     secret = "Walrus-nebula-9931"
-    client.chat.completions.create(model=MODEL, max_tokens=2,
-                                   messages=[{"role": "user", "content": secret}])
-    r = httpx.post(server.url + "/v1/chat/completions", json={
-        "model": MODEL, "temperature": 7, "messages": [{"role": "user", "content": secret}]})
+    client.chat.completions.create(
+        model=MODEL, max_tokens=2, messages=[{"role": "user", "content": secret}]
+    )
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": MODEL, "temperature": 7, "messages": [{"role": "user", "content": secret}]},
+    )
     assert r.status_code == 400 and secret not in r.text
     assert secret not in caplog.text

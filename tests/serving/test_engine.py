@@ -35,8 +35,9 @@ def hf_model(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def engine_model(tiny_model_dir: Path) -> Iterator[LoadedModel]:
     # A small prefill chunk so the long prompt is prefilled in several pieces.
-    lm = load_model(tiny_model_dir, device="cpu", max_model_len=256, max_num_seqs=8,
-                    prefill_chunk=16)
+    lm = load_model(
+        tiny_model_dir, device="cpu", max_model_len=256, max_num_seqs=8, prefill_chunk=16
+    )
     yield lm
     lm.engine.stop()
 
@@ -45,11 +46,10 @@ def hf_greedy(model, ids: list[int], n: int = N) -> list[int]:  # type: ignore[n
     from transformers import GenerationConfig
 
     x = torch.tensor([ids])
-    cfg = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None,
-                           pad_token_id=None)
+    cfg = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=None)
     with torch.no_grad():
         out = model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg)
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,9 @@ def references(hf_model, engine_model: LoadedModel) -> list[list[int]]:  # type:
     return [hf_greedy(hf_model, engine_model.tokenizer.encode(p)) for p in PROMPTS]
 
 
-def test_tokenizer_and_chat_template_match_transformers(tiny_model_dir: Path,
-                                                        engine_model: LoadedModel) -> None:
+def test_tokenizer_and_chat_template_match_transformers(
+    tiny_model_dir: Path, engine_model: LoadedModel
+) -> None:
     from transformers import AutoTokenizer
 
     hf_tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -70,16 +71,18 @@ def test_tokenizer_and_chat_template_match_transformers(tiny_model_dir: Path,
         assert engine_model.tokenizer.encode(p) == hf_tok(p).input_ids
 
 
-def test_greedy_equals_transformers_alone(engine_model: LoadedModel,
-                                          references: list[list[int]]) -> None:
+def test_greedy_equals_transformers_alone(
+    engine_model: LoadedModel, references: list[list[int]]
+) -> None:
     for prompt, ref in zip(PROMPTS, references, strict=True):
         out, reason = engine_model.engine.generate(engine_model.tokenizer.encode(prompt), GREEDY)
         assert reason == "length"
         assert out == ref, prompt
 
 
-def test_greedy_equals_transformers_batched(engine_model: LoadedModel,
-                                            references: list[list[int]]) -> None:
+def test_greedy_equals_transformers_batched(
+    engine_model: LoadedModel, references: list[list[int]]
+) -> None:
     engine = engine_model.engine
     results: dict[int, list[int]] = {}
     engine.pause()  # everyone joins before the first step, so all run in one batch
@@ -131,8 +134,11 @@ def test_seeded_sampling_is_independent_of_batch(engine_model: LoadedModel) -> N
     params = SamplingParams(max_tokens=16, temperature=0.9, seed=7, ignore_eos=True)
     alone = engine.generate(tok.encode(PROMPTS[1]), params)[0]
     results: list[list[int]] = []
-    noise = threading.Thread(target=lambda: engine.generate(
-        tok.encode(PROMPTS[0]), SamplingParams(max_tokens=40, temperature=1.0)))
+    noise = threading.Thread(
+        target=lambda: engine.generate(
+            tok.encode(PROMPTS[0]), SamplingParams(max_tokens=40, temperature=1.0)
+        )
+    )
     noise.start()
     results.append(engine.generate(tok.encode(PROMPTS[1]), params)[0])
     noise.join()
@@ -153,13 +159,15 @@ def test_quantized_weights_on_cpu(tiny_model_dir: Path) -> None:
     pos = torch.arange(ids.shape[1]).unsqueeze(0)
     logits = {}
     for q in ("none", "nf4", "int8"):
-        lm = load_model(tiny_model_dir, device="cpu", quantization=q, max_model_len=64,
-                        max_num_seqs=1)
+        lm = load_model(
+            tiny_model_dir, device="cpu", quantization=q, max_model_len=64, max_num_seqs=1
+        )
         try:
             with torch.inference_mode():
                 logits[q] = lm.engine.model(ids, pos, lm.engine.cache, 0, ids.shape[1])[0, -1]
-            out, _ = lm.engine.generate(ids[0].tolist(), SamplingParams(
-                max_tokens=4, temperature=0.0, ignore_eos=True))
+            out, _ = lm.engine.generate(
+                ids[0].tolist(), SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+            )
             assert len(out) == 4
         finally:
             lm.engine.stop()
@@ -173,11 +181,18 @@ def test_cuda_graphs_match_eager(tiny_model_dir: Path) -> None:
     params = SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True)
     outs = []
     for graphs in (False, True):
-        lm = load_model(tiny_model_dir, device="cuda", dtype="float32", max_model_len=256,
-                        max_num_seqs=4, cuda_graphs=graphs)
+        lm = load_model(
+            tiny_model_dir,
+            device="cuda",
+            dtype="float32",
+            max_model_len=256,
+            max_num_seqs=4,
+            cuda_graphs=graphs,
+        )
         try:
-            outs.append([lm.engine.generate(lm.tokenizer.encode(p), params)[0]
-                         for p in PROMPTS[:3]])
+            outs.append(
+                [lm.engine.generate(lm.tokenizer.encode(p), params)[0] for p in PROMPTS[:3]]
+            )
             assert lm.engine.runner.use_graphs == graphs
         finally:
             lm.engine.stop()
@@ -187,8 +202,9 @@ def test_cuda_graphs_match_eager(tiny_model_dir: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("quantization", ["none", "nf4", "int8"])
 def test_gpu_quantized_runs(tiny_model_dir: Path, quantization: str) -> None:
-    lm = load_model(tiny_model_dir, device="cuda", quantization=quantization,
-                    max_model_len=256, max_num_seqs=4)
+    lm = load_model(
+        tiny_model_dir, device="cuda", quantization=quantization, max_model_len=256, max_num_seqs=4
+    )
     try:
         out, reason = lm.engine.generate(lm.tokenizer.encode(PROMPTS[0]), GREEDY)
         assert len(out) == N and reason == "length"
