@@ -278,8 +278,10 @@ async def list_models(request: Request) -> ModelList:
     "/chat/completions", responses={400: {"model": ErrorResponse}, 429: {"model": ErrorResponse}}
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, model: LoadedModel = Depends(ready_model)
-) -> Any:  # noqa: B008
+    body: ChatCompletionRequest,
+    request: Request,
+    model: LoadedModel = Depends(ready_model),  # noqa: B008 - FastAPI's dependency idiom
+) -> Any:
     state = _state(request)
     _check_model(state, body.model)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
@@ -354,8 +356,10 @@ async def chat_completions(
 
 @v1.post("/completions", responses={400: {"model": ErrorResponse}, 429: {"model": ErrorResponse}})
 async def completions(
-    body: CompletionRequest, request: Request, model: LoadedModel = Depends(ready_model)
-) -> Any:  # noqa: B008
+    body: CompletionRequest,
+    request: Request,
+    model: LoadedModel = Depends(ready_model),  # noqa: B008 - FastAPI's dependency idiom
+) -> Any:
     state = _state(request)
     _check_model(state, body.model)
     prompt_in = body.prompt
