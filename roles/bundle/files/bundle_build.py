@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,7 @@ def cmd_debs(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.root)
     dest = Path(args.dest)
     state_path = Path(args.build_dir) / f"debs{STATE_SUFFIX}"
-    sources = Path(args.sources).read_text() if Path(args.sources).is_file() else ""
+    sources = args.sources
     packages = sorted(set(args.packages))
     key = digest(root.name, sources, packages, args.recommends, args.upgrade)
     state = load_state(state_path)
@@ -504,13 +505,37 @@ def pip_config() -> str:
     return result.stdout + "".join(texts)
 
 
+def wheel_requirements(wheel: Path) -> list[str]:
+    """What pip resolves from the project's wheel: its name, version and dependencies.
+    A change of code alone does not change these, and needs no new download."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    fields = ("Name:", "Version:", "Requires-Python:", "Requires-Dist:", "Provides-Extra:")
+    return [line for line in metadata.splitlines() if line.startswith(fields)]
+
+
+def place_project_wheel(wheel: Path, dest: Path, check: bool) -> bool:
+    """Put the project's wheel (its code changes often) into the wheelhouse by content."""
+    target = dest / wheel.name
+    if target.is_file() and file_sha256(target) == file_sha256(wheel):
+        return False
+    if not check:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest / f".{wheel.name}.tmp"
+        shutil.copyfile(wheel, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(target)
+    return True
+
+
 def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
     wheel = Path(args.wheel)
     dest = Path(args.dest)
     state_path = Path(args.build_dir) / f"wheels{STATE_SUFFIX}"
     extras = sorted(set(args.extras))
     key = digest(
-        file_sha256(wheel) if wheel.is_file() else None,
+        wheel_requirements(wheel) if wheel.is_file() else None,
         extras,
         args.python_version,
         args.abi,
@@ -520,11 +545,15 @@ def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
     )
     state = load_state(state_path)
     current = listing(dest, "*.whl")
-    if state.get("key") == key and state.get("wheels") == current:
+    if state.get("key") == key and state.get("wheels") == {
+        k: v for k, v in current.items() if k != wheel.name
+    }:
+        placed = place_project_wheel(wheel, dest, args.check)
         return {
-            "changed": False,
-            "count": len(current),
-            "msg": f"wheels: {len(current)} wheels are up to date",
+            "changed": placed,
+            "count": len(current) + (wheel.name not in current),
+            "msg": "wheels: dependencies up to date"
+            + (f", {wheel.name} {'would be ' if args.check else ''}replaced" if placed else ""),
         }
     if args.check:
         return {
@@ -592,15 +621,19 @@ def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
                     f"building a wheel of {name} from {sdist.name}",
                 )
                 sdist.unlink()
-        wheels = {p.name: p for p in staging.glob("*.whl")}
+        wheels = {p.name: p for p in staging.glob("*.whl") if p.name != wheel.name}
         others = sorted(p.name for p in staging.iterdir() if p.suffix != ".whl")
         if others:
             raise BuildError(
                 f"wheels: pip downloaded files that are not wheels: {', '.join(others)}"
             )
-        added, removed = sync(wheels, dest, "*.whl")
+        placed = place_project_wheel(wheel, dest, check=False)
+        added, removed = sync({**wheels, wheel.name: wheel}, dest, "*.whl")
     current = listing(dest, "*.whl")
-    save_state(state_path, {"key": key, "wheels": current})
+    save_state(
+        state_path, {"key": key, "wheels": {k: v for k, v in current.items() if k != wheel.name}}
+    )
+    added = sorted(set(added) | ({wheel.name} if placed else set()))
     changed = bool(added or removed)
     return {
         "changed": changed,
@@ -657,7 +690,7 @@ def parser() -> argparse.ArgumentParser:
     debs.add_argument("--root", required=True)
     debs.add_argument("--build-dir", required=True)
     debs.add_argument("--dest", required=True)
-    debs.add_argument("--sources", required=True, help="deb822 sources file to resolve from")
+    debs.add_argument("--sources", required=True, help="deb822 sources to resolve from")
     debs.add_argument("--packages", nargs="+", required=True)
     debs.add_argument("--recommends", action="store_true")
     debs.add_argument(
