@@ -1,11 +1,53 @@
-"""The ASGI application: ``app.main:app`` (run by gunicorn with uvicorn workers)."""
+"""The ASGI application: ``app.main:app`` (run by gunicorn with uvicorn workers).
+
+Routers: one per resource in app/routers/ (JSON API under /api/v1, the
+OpenAI-compatible facade under /v1) and the server-rendered pages in app/web/.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, db, errors, redis_client, web
 from app.metrics import record
+from app.phi.logging import JsonFormatter, PhiRedactingFilter
 from app.routers import health
 
-app = FastAPI(title="ClinChat", version=__version__, docs_url=None, redoc_url=None)
+
+def configure_logging() -> None:
+    """Every log line is JSON and passes the PHI redaction filter (app/phi/logging.py)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(PhiRedactingFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # The access log would carry query strings; requests are counted in /metrics instead.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    configure_logging()
+    yield
+    await db.dispose_all()
+    await redis_client.close_all()
+
+
+app = FastAPI(
+    title="ClinChat",
+    version=__version__,
+    docs_url=None,
+    redoc_url=None,
+    lifespan=lifespan,
+)
 app.middleware("http")(record)
+web.install(app)
+errors.install(app)
 app.include_router(health.router)

