@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from app import __version__, db, errors, redis_client, web
 from app.metrics import record
 from app.phi.logging import JsonFormatter, PhiRedactingFilter
+from app.routers import auth as auth_api
 from app.routers import health
+from app.web import pages_auth
 
 
 def configure_logging() -> None:
@@ -51,3 +53,7 @@ app.middleware("http")(record)
 web.install(app)
 errors.install(app)
 app.include_router(health.router)
+pages_auth.install(app)
+app.include_router(auth_api.router)
+app.include_router(auth_api.tokens_router)
+app.include_router(pages_auth.router)

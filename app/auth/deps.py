@@ -1,9 +1,14 @@
 """FastAPI dependencies: the signed-in principal, role checks, CSRF.
 
 Every route that is not public depends on ``current_principal`` (directly or via
-``require_roles``). State-changing requests (anything but GET/HEAD/OPTIONS) must
-carry the session's CSRF token in the ``X-CSRF-Token`` header or a
-``csrf_token`` form field; SameSite=Strict cookies are the second line.
+``require_roles``). A principal comes from the session cookie or from a personal
+API token (``Authorization: Bearer cc_...``, app/auth/tokens.py).
+
+State-changing requests (anything but GET/HEAD/OPTIONS) with a session cookie must
+carry the session's CSRF token in the ``X-CSRF-Token`` header or a ``csrf_token``
+form field; SameSite=Strict cookies are the second line. Bearer requests need no
+CSRF token: a browser never adds an Authorization header on its own. A request
+carrying both a session and a token of another user is refused.
 """
 
 import hmac
@@ -12,8 +17,10 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from app.auth import tokens
 from app.auth.principal import Principal
 from app.auth.sessions import COOKIE, SessionStore
+from app.db import sessionmaker
 from app.models import Role
 from app.redis_client import redis_for
 from app.settings import Settings, get_settings
@@ -41,34 +48,92 @@ async def _csrf_ok(request: Request, principal: Principal) -> bool:
     return sent is not None and hmac.compare_digest(sent, principal.csrf_token)
 
 
-async def current_principal(
-    request: Request, store: Annotated[SessionStore, Depends(session_store)]
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header, if there is one."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def session_token(request: Request) -> str | None:
+    return request.cookies.get(COOKIE) or None
+
+
+def is_bearer(principal: Principal) -> bool:
+    return principal.session_id.startswith("token:")
+
+
+def _unauthorized(detail: str, scheme: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail,
+        headers={"WWW-Authenticate": f'{scheme} realm="clinchat"'},
+    )
+
+
+async def _bearer_principal(
+    request: Request, secret: str, store: SessionStore, settings: Settings
 ) -> Principal:
-    token = request.cookies.get(COOKIE)
-    principal = await store.load(token, client_ip(request)) if token else None
+    # A session of its own, not the route's: the route's transaction stays the route's.
+    async with sessionmaker(settings)() as db:
+        principal = await tokens.principal_for(db, secret, client_ip(request))
     if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "sign-in required",
-            headers={"WWW-Authenticate": 'Cookie realm="clinchat"'},
-        )
-    if request.method not in SAFE_METHODS and not await _csrf_ok(request, principal):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
-    request.state.principal = principal
+        raise _unauthorized("invalid, expired or revoked token", "Bearer")
+    cookie = session_token(request)
+    if cookie:
+        other = await store.load(cookie, client_ip(request))
+        if other is not None and other.user_id != principal.user_id:
+            raise _unauthorized("the session and the token belong to different users", "Bearer")
     return principal
+
+
+async def current_principal(
+    request: Request,
+    store: Annotated[SessionStore, Depends(session_store)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> Principal:
+    secret = bearer_token(request)
+    if secret is not None:
+        principal = await _bearer_principal(request, secret, store, settings)
+        request.state.principal = principal
+        return principal
+    token = session_token(request)
+    session = await store.load(token, client_ip(request)) if token else None
+    if session is None:
+        raise _unauthorized("sign-in required", "Cookie")
+    if request.method not in SAFE_METHODS and not await _csrf_ok(request, session):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+    request.state.principal = session
+    return session
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+async def session_principal(principal: CurrentPrincipal) -> Principal:
+    """The principal of a browser session: some acts are not for API tokens."""
+    if is_bearer(principal):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this needs a signed-in session, not an API token"
+        )
+    return principal
+
+
+SessionPrincipal = Annotated[Principal, Depends(session_principal)]
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that lets through principals holding any of ``roles``."""
+    """A dependency that lets through principals holding any of ``roles``.
+
+    The check carries ``roles`` as an attribute, so tests can find every route's
+    required roles by walking the dependency tree (tests/app/test_routes_protected.py).
+    """
 
     async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.has(*roles):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "your role does not allow this")
         return principal
 
+    check.roles = frozenset(roles)  # type: ignore[attr-defined]
     return check
 
 

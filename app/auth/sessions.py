@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from starlette.responses import Response
 
 from app.auth.principal import Principal
 from app.models import Role
@@ -27,6 +28,24 @@ _USER_PREFIX = "clinchat:user-sessions:"
 
 def _key(token: str) -> str:
     return _PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def set_cookie(response: Response, token: str, settings: Settings) -> None:
+    """The session cookie: no Max-Age (gone with the browser); Redis enforces the timeouts."""
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="strict",
+        path="/",
+    )
+
+
+def clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        COOKIE, path="/", secure=settings.cookie_secure, httponly=True, samesite="strict"
+    )
 
 
 @dataclass

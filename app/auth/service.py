@@ -1,0 +1,260 @@
+"""Sign-in, sign-out and break-glass: the steps the JSON API and the login page share.
+
+Sign-in order: lockout check (Redis) -> a local account of that name (argon2id) ->
+else the directory (LDAP) -> roles -> the ``users`` row -> a new session. Every
+attempt is audited in the same transaction as the user row it touches; failures
+are committed before the error is raised, so a refused attempt is never lost.
+"""
+
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import record
+from app.audit.chain import Actor
+from app.auth.ldap import DirectoryUser, authenticate_async, roles_for
+from app.auth.local import find_local_user, verify_password
+from app.auth.lockout import Locked, Lockout
+from app.auth.principal import Principal
+from app.auth.sessions import SessionStore
+from app.errors import DependencyUnavailable
+from app.models import Role, User
+from app.phi import redact
+from app.redis_client import redis_for
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SIGN_INS = Counter("clinchat_sign_ins_total", "Sign-in attempts by outcome", ["outcome"])
+
+WRONG_CREDENTIALS = "wrong username or password"
+
+
+class SignInError(Exception):
+    """A refused sign-in; ``message`` is safe to show (it never echoes the username)."""
+
+    def __init__(self, status_code: int, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str  # the cookie value: never logged, never stored
+    principal: Principal
+
+
+def audit_name(username: str, known: bool) -> str:
+    """What the audit trail records as the actor of an attempt.
+
+    A known account's name is a staff identifier. A name nobody has may be anything
+    typed into the field (a password, a patient's name): it is stored redacted.
+    """
+    cleaned = "".join(ch for ch in username if ch.isprintable())[:256]
+    return cleaned if known else redact(cleaned)[:256]
+
+
+def _locked_message(locked: Locked) -> str:
+    minutes = max(1, round(locked.retry_after_s / 60))
+    who = "this account" if locked.scope == "user" else "this address"
+    return f"too many failed sign-ins: {who} is locked, try again in {minutes} min"
+
+
+async def _refuse(
+    db: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    reason: str,
+    error: SignInError,
+    lock: Locked | None = None,
+) -> SignInError:
+    """Audit and commit a refused attempt; returns the error for the caller to raise."""
+    await record(db, settings, "auth.login", actor, outcome="failure", detail={"reason": reason})
+    if lock is not None:
+        await record(db, settings, "auth.lockout", actor, detail={"scope": lock.scope})
+    await db.commit()
+    SIGN_INS.labels(reason).inc()
+    return error
+
+
+async def _upsert_directory_user(
+    db: AsyncSession, directory: DirectoryUser, roles: set[Role]
+) -> User:
+    """The user's row, created at the first sign-in, roles refreshed at each one."""
+    values = {
+        "display_name": directory.display_name,
+        "roles": sorted(r.value for r in roles),
+        "last_login_at": datetime.now(UTC),
+    }
+    statement = (
+        insert(User)
+        .values(
+            id=uuid.uuid4(), username=directory.username, source="ldap", disabled=False, **values
+        )
+        .on_conflict_do_update(index_elements=[User.username], set_=values)
+        .returning(User)
+        .execution_options(populate_existing=True)
+    )
+    user = await db.scalar(statement)
+    assert user is not None  # RETURNING always yields the row
+    return user
+
+
+async def sign_in(
+    db: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    source_ip: str = "",
+    previous_token: str | None = None,
+) -> SignedIn:
+    """Check the credentials and open a session; raises SignInError or DependencyUnavailable."""
+    username = username.strip()
+    redis = redis_for(settings)
+    lockout = Lockout(redis, settings)
+    anonymous = Actor(username=audit_name(username, known=False), source_ip=source_ip)
+
+    locked = await lockout.check(username, source_ip)
+    if locked is not None:
+        raise await _refuse(
+            db,
+            settings,
+            anonymous,
+            f"locked_{locked.scope}",
+            SignInError(429, _locked_message(locked), locked.retry_after_s),
+        )
+
+    user: User | None = None
+    local = await find_local_user(db, username)
+    if local is not None:
+        known = True
+        if await verify_password(local, password):
+            user = local
+            user.last_login_at = datetime.now(UTC)
+    else:
+        try:
+            directory = await authenticate_async(settings, username, password)
+        except DependencyUnavailable:
+            # Audited like any refusal, then the 503 naming "ldap" goes through.
+            await _refuse(db, settings, anonymous, "ldap_unavailable", SignInError(503, "ldap"))
+            raise
+        known = directory is not None
+        if directory is None:
+            await verify_password(None, password)  # the time a real check would take
+        elif directory.authenticated:
+            roles = roles_for(settings, directory.groups)
+            actor = Actor(username=directory.username, source_ip=source_ip)
+            if not roles:
+                raise await _refuse(
+                    db, settings, actor, "no_role", SignInError(403, "no ClinChat role")
+                )
+            user = await _upsert_directory_user(db, directory, roles)
+
+    if user is None:
+        actor = Actor(username=audit_name(username, known), source_ip=source_ip)
+        lock = await lockout.failed(username, source_ip)
+        raise await _refuse(
+            db, settings, actor, "bad_credentials", SignInError(401, WRONG_CREDENTIALS), lock
+        )
+
+    actor = Actor(username=user.username, roles=tuple(sorted(user.roles)), source_ip=source_ip)
+    if user.disabled:
+        raise await _refuse(
+            db, settings, actor, "disabled", SignInError(403, "this account is disabled")
+        )
+    await lockout.succeeded(username)
+    await record(
+        db,
+        settings,
+        "auth.login",
+        actor,
+        entity_type="user",
+        entity_id=user.id,
+        detail={"source": user.source},
+    )
+    await db.commit()
+    SIGN_INS.labels("success").inc()
+
+    store = SessionStore(redis, settings)
+    if previous_token:  # rotate: a cookie planted before sign-in is worth nothing after
+        await store.destroy(previous_token)
+    roles = {Role(r) for r in user.roles}
+    token = await store.create(user.id, user.username, user.display_name, roles)
+    principal = await store.load(token, source_ip)
+    assert principal is not None  # just created
+    log.info("sign-in user_id=%s source=%s", user.id, user.source)
+    return SignedIn(token, principal)
+
+
+async def sign_out(
+    db: AsyncSession, settings: Settings, principal: Principal, token: str | None
+) -> None:
+    if token:
+        await SessionStore(redis_for(settings), settings).destroy(token)
+    await record(db, settings, "auth.logout", principal.actor, entity_type="user",
+                 entity_id=principal.user_id)  # fmt: skip
+    await db.commit()
+
+
+BREAK_GLASS_REASON_MAX = 500
+
+
+async def start_break_glass(
+    db: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    token: str,
+    reason: str,
+    minutes: int,
+) -> float:
+    """Open break-glass on the session until now + ``minutes``; returns the end (epoch s).
+
+    The reason may name a patient: the trail keeps its length and a PHI-redacted copy.
+    """
+    until = time.time() + minutes * 60
+    await SessionStore(redis_for(settings), settings).update(token, break_glass_until=until)
+    actor = dataclasses.replace(principal.actor, break_glass=True)
+    await record(
+        db,
+        settings,
+        "break_glass.start",
+        actor,
+        entity_type="user",
+        entity_id=principal.user_id,
+        detail={
+            "minutes": minutes,
+            "reason_length": len(reason),
+            "reason": redact(reason)[:BREAK_GLASS_REASON_MAX],
+        },
+    )
+    await db.commit()
+    return until
+
+
+async def end_break_glass(
+    db: AsyncSession, settings: Settings, principal: Principal, token: str
+) -> None:
+    await SessionStore(redis_for(settings), settings).update(token, break_glass_until=0.0)
+    await record(
+        db,
+        settings,
+        "break_glass.end",
+        principal.actor,  # flagged when it was still active
+        entity_type="user",
+        entity_id=principal.user_id,
+        detail={"was_active": principal.break_glass},
+    )
+    await db.commit()
