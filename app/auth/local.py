@@ -126,4 +126,5 @@ async def create_local_user(
         detail={"source": "local", "roles": [r.value for r in role_list]},
     )
     await session.commit()
+    await session.refresh(user)  # usable after the commit whatever expire_on_commit says
     return user

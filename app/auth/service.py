@@ -73,21 +73,15 @@ def _locked_message(locked: Locked) -> str:
     return f"too many failed sign-ins: {who} is locked, try again in {minutes} min"
 
 
-async def _refuse(
-    db: AsyncSession,
-    settings: Settings,
-    actor: Actor,
-    reason: str,
-    error: SignInError,
-    lock: Locked | None = None,
-) -> SignInError:
-    """Audit and commit a refused attempt; returns the error for the caller to raise."""
+async def _audit_refusal(
+    db: AsyncSession, settings: Settings, actor: Actor, reason: str, lock: Locked | None = None
+) -> None:
+    """Audit and commit a refused attempt (committed before the error is raised)."""
     await record(db, settings, "auth.login", actor, outcome="failure", detail={"reason": reason})
     if lock is not None:
         await record(db, settings, "auth.lockout", actor, detail={"scope": lock.scope})
     await db.commit()
     SIGN_INS.labels(reason).inc()
-    return error
 
 
 async def _upsert_directory_user(
@@ -129,13 +123,8 @@ async def sign_in(
 
     locked = await lockout.check(username, source_ip)
     if locked is not None:
-        raise await _refuse(
-            db,
-            settings,
-            anonymous,
-            f"locked_{locked.scope}",
-            SignInError(429, _locked_message(locked), locked.retry_after_s),
-        )
+        await _audit_refusal(db, settings, anonymous, f"locked_{locked.scope}")
+        raise SignInError(429, _locked_message(locked), locked.retry_after_s)
 
     user: User | None = None
     local = await find_local_user(db, username)
@@ -145,36 +134,34 @@ async def sign_in(
             user = local
             user.last_login_at = datetime.now(UTC)
     else:
+        # Every attempt spends one argon2 verification, local account or not, so the
+        # response time does not tell whether a local account of that name exists.
+        await verify_password(None, password)
         try:
             directory = await authenticate_async(settings, username, password)
         except DependencyUnavailable:
             # Audited like any refusal, then the 503 naming "ldap" goes through.
-            await _refuse(db, settings, anonymous, "ldap_unavailable", SignInError(503, "ldap"))
+            await _audit_refusal(db, settings, anonymous, "ldap_unavailable")
             raise
         known = directory is not None
-        if directory is None:
-            await verify_password(None, password)  # the time a real check would take
-        elif directory.authenticated:
+        if directory is not None and directory.authenticated:
             roles = roles_for(settings, directory.groups)
-            actor = Actor(username=directory.username, source_ip=source_ip)
             if not roles:
-                raise await _refuse(
-                    db, settings, actor, "no_role", SignInError(403, "no ClinChat role")
-                )
+                actor = Actor(username=directory.username, source_ip=source_ip)
+                await _audit_refusal(db, settings, actor, "no_role")
+                raise SignInError(403, "no ClinChat role")
             user = await _upsert_directory_user(db, directory, roles)
 
     if user is None:
         actor = Actor(username=audit_name(username, known), source_ip=source_ip)
         lock = await lockout.failed(username, source_ip)
-        raise await _refuse(
-            db, settings, actor, "bad_credentials", SignInError(401, WRONG_CREDENTIALS), lock
-        )
+        await _audit_refusal(db, settings, actor, "bad_credentials", lock)
+        raise SignInError(401, WRONG_CREDENTIALS)
 
     actor = Actor(username=user.username, roles=tuple(sorted(user.roles)), source_ip=source_ip)
     if user.disabled:
-        raise await _refuse(
-            db, settings, actor, "disabled", SignInError(403, "this account is disabled")
-        )
+        await _audit_refusal(db, settings, actor, "disabled")
+        raise SignInError(403, "this account is disabled")
     await lockout.succeeded(username)
     await record(
         db,
