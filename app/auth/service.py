@@ -121,6 +121,10 @@ async def sign_in(
     lockout = Lockout(redis, settings)
     anonymous = Actor(username=audit_name(username, known=False), source_ip=source_ip)
 
+    if not username.isprintable():  # a NUL would fail the query: such a name is nobody's
+        await _audit_refusal(db, settings, anonymous, "bad_username")
+        raise SignInError(401, WRONG_CREDENTIALS)
+
     locked = await lockout.check(username, source_ip)
     if locked is not None:
         await _audit_refusal(db, settings, anonymous, f"locked_{locked.scope}")

@@ -37,7 +37,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=256)
+    # no control characters: PostgreSQL refuses NUL, and no real username has one
+    username: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
 
     model_config = {

@@ -18,6 +18,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Form, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import service
@@ -124,13 +126,15 @@ async def login_submit(
         if error.headers:
             page.headers.update(error.headers)
         return page
-    except DependencyUnavailable as exc:
+    except (DependencyUnavailable, RedisConnectionError, RedisTimeoutError) as exc:
+        name = exc.name if isinstance(exc, DependencyUnavailable) else "redis"
+        log.warning("sign-in page: %s unavailable", name)
         return login_page(
             request,
             settings,
             status.HTTP_503_SERVICE_UNAVAILABLE,
             next,
-            f"Sign-in is unavailable: {exc.name} cannot be reached. Try again shortly.",
+            f"Sign-in is unavailable: {name} cannot be reached. Try again shortly.",
             username,
         )
     response = RedirectResponse(safe_next(next), status.HTTP_303_SEE_OTHER)

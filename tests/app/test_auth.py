@@ -663,3 +663,34 @@ def test_break_glass_page_form(
     ended = anon.post("/break-glass/end", data={"csrf_token": csrf}, follow_redirects=False)
     assert ended.status_code == 303
     assert anon.get("/api/v1/auth/me").json()["break_glass"] is False
+
+
+# -- bad input and dependencies down -----------------------------------------------------------
+
+
+def test_control_characters_in_a_username_give_4xx(anon: TestClient) -> None:
+    api = anon.post("/api/v1/auth/login", json={"username": "clin\u00001", "password": "x-123"})
+    assert api.status_code == 422
+    anon.get("/login")
+    form = {
+        "username": "clin\u00001",
+        "password": "x-123",
+        "login_csrf": anon.cookies[LOGIN_COOKIE],
+    }
+    page = anon.post("/login", data=form)
+    assert page.status_code == 401 and "wrong username or password" in page.text
+
+
+def test_redis_down_gives_503_naming_it(settings: Settings, redis_server: Any) -> None:
+    url = settings.redis_url.replace(f":{redis_server.port}/", ":9/")
+    with app_client(settings.model_copy(update={"redis_url": url})) as client:
+        api = client.post("/api/v1/auth/login", json={"username": "clin1", "password": "x-1234"})
+        assert api.status_code == 503 and api.json()["down"] == ["redis"]
+        client.get("/login")
+        form = {
+            "username": "clin1",
+            "password": "x-1234",
+            "login_csrf": client.cookies[LOGIN_COOKIE],
+        }
+        page = client.post("/login", data=form)
+        assert page.status_code == 503 and "redis cannot be reached" in page.text

@@ -18,6 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from app.auth.deps import Admin, AdminOrAuditor, Auditor, Clinician, CurrentPrincipal
 from app.main import app
 from app.models import Role
 
@@ -125,3 +126,32 @@ def test_clinicians_are_refused_admin_and_auditor_routes(
     response = client.request(endpoint.method, concrete(endpoint.path))
     assert response.status_code == 403, f"{endpoint.id}: {response.status_code}"
     assert response.json()["detail"] == "your role does not allow this"
+
+
+def test_role_checks_are_found_in_the_dependency_tree() -> None:
+    """The walk above on a small app whose routes use every role dependency."""
+    mini = FastAPI()
+
+    @mini.get("/a")
+    async def a(_: Admin) -> None: ...
+
+    @mini.get("/b")
+    async def b(_: AdminOrAuditor) -> None: ...
+
+    @mini.get("/c")
+    async def c(_: Auditor) -> None: ...
+
+    @mini.get("/d")
+    async def d(_: Clinician) -> None: ...
+
+    @mini.get("/e")
+    async def e(_: CurrentPrincipal) -> None: ...
+
+    roles = {e.path: required_roles(e.dependant) for e in endpoints(mini)}
+    assert roles == {
+        "/a": {frozenset({Role.admin})},
+        "/b": {frozenset({Role.admin, Role.auditor})},
+        "/c": {frozenset({Role.auditor})},
+        "/d": {frozenset({Role.clinician})},
+        "/e": set(),
+    }
