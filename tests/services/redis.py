@@ -1,0 +1,145 @@
+"""A private Redis server on loopback: TLS only, one ACL user, no persistence.
+
+Debian's ``redis-server`` listens on 127.0.0.1 with its plaintext port off
+(``port 0``) and TLS on a free port with the test PKI's certificate (clients
+verify the server; no client certificates). The ``default`` user is off; the
+only user is ``clinchat`` with a random password. Nothing is saved to disk.
+
+As root (CI) the server runs as the ``redis`` system user the package creates.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.services.pki import TestPki
+from tests.services.postgres import free_port
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def _server_user() -> str | None:
+    """The user the server runs as when the tests run as root; None: the current one."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("redis")
+    except KeyError:
+        return None  # root is allowed; the package's user is preferred
+    return "redis"
+
+
+@dataclass
+class PrivateRedis:
+    root: Path
+    pki: TestPki
+    username: str = "clinchat"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"rediss://{self.username}:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki.ca_cert
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "redis.log"
+
+    def _write_config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        for source, name in (
+            (self.pki.server_cert, "server.crt"),
+            (self.pki.server_key, "server.key"),
+            (self.pki.ca_cert, "ca.crt"),
+        ):
+            shutil.copy(source, self.root / name)
+        (self.root / "server.key").chmod(0o600)
+        config = self.root / "redis.conf"
+        config.write_text(
+            "bind 127.0.0.1\n"
+            "protected-mode yes\n"
+            "port 0\n"
+            f"tls-port {self.port}\n"
+            f"tls-cert-file {self.root / 'server.crt'}\n"
+            f"tls-key-file {self.root / 'server.key'}\n"
+            # Redis wants a CA even when it asks clients for no certificate.
+            f"tls-ca-cert-file {self.root / 'ca.crt'}\n"
+            "tls-auth-clients no\n"
+            'tls-protocols "TLSv1.2 TLSv1.3"\n'
+            "daemonize no\n"
+            "supervised no\n"
+            f"dir {self.root}\n"
+            f"logfile {self.log_file}\n"
+            'save ""\n'
+            "appendonly no\n"
+            "databases 4\n"
+            "user default off nopass resetchannels -@all\n"
+            f"user {self.username} on >{self.password} ~* &* +@all\n"
+        )
+        config.chmod(0o600)
+        user = _server_user()
+        if user:
+            for path in (self.root, *self.root.iterdir()):
+                shutil.chown(path, user, user)
+        return config
+
+    def start(self, timeout_s: float = 15) -> None:
+        if not Path(REDIS_SERVER).exists():
+            raise RuntimeError("redis-server not installed: run `make setup` (apt: redis-server)")
+        config = self._write_config()
+        user = _server_user()
+        # Popen drops to the user itself: the child is redis-server, no wrapper to outlive.
+        self.process = subprocess.Popen(  # noqa: S603
+            [REDIS_SERVER, str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self.is_running():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not listen in {timeout_s} s")
+            time.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def is_running(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
