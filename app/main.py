@@ -14,8 +14,9 @@ from app import __version__, db, errors, redis_client, web
 from app.metrics import record
 from app.phi.logging import JsonFormatter, PhiRedactingFilter
 from app.routers import auth as auth_api
+from app.routers import documents as documents_api
 from app.routers import health
-from app.web import pages_auth
+from app.web import pages_auth, pages_documents
 
 
 def configure_logging() -> None:
@@ -57,3 +58,6 @@ pages_auth.install(app)
 app.include_router(auth_api.router)
 app.include_router(auth_api.tokens_router)
 app.include_router(pages_auth.router)
+app.include_router(documents_api.router)
+app.include_router(documents_api.chunks_router)
+app.include_router(pages_documents.router)

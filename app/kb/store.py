@@ -1,0 +1,147 @@
+"""Documents, versions and chunks in PostgreSQL.
+
+Only the newest *ready* version of an *active* document is searched: its chunks
+carry ``searchable = true``, every other chunk ``false``. ``publish`` and
+``retire`` flip that flag while holding the document's row lock, so two versions
+finishing at once cannot both end up searchable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.models import Chunk, Document, DocumentStatus, DocumentVersion, VersionStatus
+
+
+async def lock_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
+    """The document row, locked until the transaction ends."""
+    return await session.scalar(
+        select(Document).where(Document.id == document_id).with_for_update()
+    )
+
+
+async def versions_of(session: AsyncSession, document_id: uuid.UUID) -> list[DocumentVersion]:
+    result = await session.scalars(
+        select(DocumentVersion)
+        .where(DocumentVersion.document_id == document_id)
+        .order_by(DocumentVersion.version)
+    )
+    return list(result)
+
+
+def current(versions: Sequence[DocumentVersion]) -> DocumentVersion | None:
+    """The newest version that did not fail: what a new upload is compared with."""
+    alive = [v for v in versions if v.status != VersionStatus.failed]
+    return alive[-1] if alive else None
+
+
+async def duplicate_document(session: AsyncSession, sha256: str) -> uuid.UUID | None:
+    """An active document whose current version is this very file, if there is one."""
+    rows = await session.execute(
+        select(DocumentVersion.document_id, DocumentVersion.sha256)
+        .join(Document, Document.id == DocumentVersion.document_id)
+        .where(
+            Document.status == DocumentStatus.active,
+            DocumentVersion.status != VersionStatus.failed,
+        )
+        .order_by(DocumentVersion.document_id, DocumentVersion.version.desc())
+        .distinct(DocumentVersion.document_id)
+    )
+    return next((doc for doc, sha in rows if sha == sha256), None)
+
+
+async def live_versions(session: AsyncSession) -> dict[uuid.UUID, int]:
+    """document id -> the version number whose chunks are searched now."""
+    rows = await session.execute(
+        select(DocumentVersion.document_id, DocumentVersion.version).where(
+            exists().where(and_(Chunk.version_id == DocumentVersion.id, Chunk.searchable))
+        )
+    )
+    return {doc: version for doc, version in rows}
+
+
+async def list_documents(session: AsyncSession) -> list[Document]:
+    """Every document with its versions, newest first."""
+    result = await session.scalars(
+        select(Document)
+        .options(selectinload(Document.versions))
+        .order_by(Document.created_at.desc())
+    )
+    return list(result)
+
+
+async def get_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
+    return await session.scalar(
+        select(Document)
+        .options(selectinload(Document.versions))
+        .where(Document.id == document_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def next_version_number(session: AsyncSession, document_id: uuid.UUID) -> int:
+    highest = await session.scalar(
+        select(func.max(DocumentVersion.version)).where(DocumentVersion.document_id == document_id)
+    )
+    return (highest or 0) + 1
+
+
+async def set_searchable(session: AsyncSession, document: Document) -> uuid.UUID | None:
+    """Make the newest ready version's chunks searchable and every other chunk not.
+
+    The caller holds the document's lock (``lock_document``). Returns the searched
+    version's id, or None (a retired document, or none ready yet).
+    """
+    live: uuid.UUID | None = None
+    if document.status == DocumentStatus.active:
+        live = await session.scalar(
+            select(DocumentVersion.id)
+            .where(
+                DocumentVersion.document_id == document.id,
+                DocumentVersion.status == VersionStatus.ready,
+            )
+            .order_by(DocumentVersion.version.desc())
+            .limit(1)
+        )
+    wanted = Chunk.version_id == live if live is not None else False
+    await session.execute(
+        update(Chunk)
+        .where(Chunk.document_id == document.id, Chunk.searchable.is_distinct_from(wanted))
+        .values(searchable=wanted)
+        .execution_options(synchronize_session=False)
+    )
+    return live
+
+
+async def retire(session: AsyncSession, document: Document) -> None:
+    """Retire a locked document: it stays listed, its chunks stop being searched."""
+    document.status = DocumentStatus.retired
+    document.retired_at = datetime.now(UTC)
+    await session.flush()
+    await set_searchable(session, document)
+
+
+@dataclass(frozen=True)
+class CitedChunk:
+    chunk: Chunk
+    document: Document
+    version: DocumentVersion
+
+
+async def cited_chunk(session: AsyncSession, chunk_id: int) -> CitedChunk | None:
+    row = (
+        await session.execute(
+            select(Chunk, Document, DocumentVersion)
+            .join(Document, Document.id == Chunk.document_id)
+            .join(DocumentVersion, DocumentVersion.id == Chunk.version_id)
+            .where(Chunk.id == chunk_id)
+        )
+    ).first()
+    return CitedChunk(*row) if row else None

@@ -1,0 +1,357 @@
+"""The knowledge base API: documents and their versions (admin), cited chunks (every role).
+
+Uploads are multipart (``file`` and an optional ``title``). A file is checked and
+parsed before anything is stored (app/kb/ingest.py); a refusal answers 4xx with
+``{"detail": message, "code": code}``. Document metadata reads (the library and
+the progress it polls) are not audited: they hold no document content. Reading a
+chunk's text is, as ``document.read``.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from app.audit import record
+from app.auth.deps import Admin, AdminOrAuditor, require_roles
+from app.auth.principal import Principal
+from app.db import DbSession
+from app.kb import store
+from app.kb.ingest import TITLE_MAX, DocumentNotFound, read_and_check, store_upload
+from app.kb.parse import UploadRefused
+from app.models import Document, DocumentStatus, DocumentVersion, Role
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AnyRole = Annotated[Principal, Depends(require_roles(Role.clinician, Role.admin, Role.auditor))]
+
+# Multipart framing and the other fields, on top of the file itself.
+FORM_OVERHEAD = 16 * 1024
+TITLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+
+class UploadLimitRoute(APIRoute):
+    """Refuses a multipart body over the upload limit before reading it.
+
+    FastAPI reads a form before any dependency runs, so the limit (a runtime
+    setting) is checked here, on the declared length; the server reads no more than
+    that. A multipart request without a length is refused (411).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            if request.headers.get("content-type", "").lower().startswith("multipart/"):
+                settings = request.app.dependency_overrides.get(get_settings, get_settings)()
+                length = request.headers.get("content-length", "")
+                if not length.isdigit():
+                    return JSONResponse(
+                        {"detail": "an upload needs a Content-Length", "code": "length_required"},
+                        status_code=411,
+                    )
+                if int(length) > settings.upload_max_bytes + FORM_OVERHEAD:
+                    return refusal(
+                        413,
+                        "too_large",
+                        f"the file is larger than the limit of {settings.upload_max_bytes} bytes",
+                    )
+            return await handler(request)
+
+        return limited
+
+
+router = APIRouter(prefix="/api/v1/documents", tags=["documents"], route_class=UploadLimitRoute)
+chunks_router = APIRouter(prefix="/api/v1/chunks", tags=["documents"])
+
+
+class VersionOut(BaseModel):
+    id: uuid.UUID
+    version: int
+    filename: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    status: str = Field(description="queued, processing, ready or failed")
+    progress: int = Field(description="percent")
+    error: str | None = Field(description="why it failed; never document text")
+    phi: bool = Field(description="the detector found PHI in the file")
+    phi_types: dict[str, int] = Field(description="PHI type -> count")
+    chunk_count: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, version: DocumentVersion) -> "VersionOut":
+        return cls(
+            id=version.id,
+            version=version.version,
+            filename=version.filename,
+            media_type=version.media_type,
+            size_bytes=version.size_bytes,
+            sha256=version.sha256,
+            status=version.status,
+            progress=version.progress,
+            error=version.error,
+            phi=bool(version.phi_types),
+            phi_types=version.phi_types or {},
+            chunk_count=version.chunk_count,
+            created_at=version.created_at,
+        )
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    status: str = Field(description="active or retired")
+    created_at: datetime
+    retired_at: datetime | None
+    live_version: int | None = Field(description="the version searched now, if any")
+    latest: VersionOut | None = Field(description="the newest upload, whatever its status")
+    versions: list[VersionOut] | None = Field(None, description="every version (detail only)")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "0b7c1f9e-3c1a-4c53-9a53-6f1f0b1f6f10",
+                    "title": "Sepsis guideline",
+                    "status": "active",
+                    "created_at": "2026-11-22T10:00:00Z",
+                    "retired_at": None,
+                    "live_version": 1,
+                    "latest": {
+                        "id": "5a0f3e58-1d8f-4a41-8a5f-2d2b1c0e9a77",
+                        "version": 2,
+                        "filename": "sepsis.pdf",
+                        "media_type": "application/pdf",
+                        "size_bytes": 48213,
+                        "sha256": "9f2c...",
+                        "status": "processing",
+                        "progress": 40,
+                        "error": None,
+                        "phi": False,
+                        "phi_types": {},
+                        "chunk_count": 0,
+                        "created_at": "2026-11-23T09:00:00Z",
+                    },
+                    "versions": None,
+                }
+            ]
+        }
+    }
+
+    @classmethod
+    def of(
+        cls, document: Document, live: dict[uuid.UUID, int], with_versions: bool = False
+    ) -> "DocumentOut":
+        versions = sorted(document.versions, key=lambda v: v.version)
+        return cls(
+            id=document.id,
+            title=document.title,
+            status=document.status,
+            created_at=document.created_at,
+            retired_at=document.retired_at,
+            live_version=live.get(document.id),
+            latest=VersionOut.of(versions[-1]) if versions else None,
+            versions=[VersionOut.of(v) for v in versions] if with_versions else None,
+        )
+
+
+class Refusal(BaseModel):
+    detail: str
+    code: str = Field(
+        description="empty, too_large, unsupported_type, type_mismatch, corrupt, no_text, "
+        "duplicate, retired, not_found, length_required"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"detail": "the name says .pdf but the content is TEXT", "code": "type_mismatch"}
+            ]
+        }
+    }
+
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Refusal} for code in (400, 404, 409, 411, 413, 415, 422)
+}
+
+
+class ChunkOut(BaseModel):
+    id: int
+    document_id: uuid.UUID
+    title: str
+    version: int
+    section: str = Field(description="heading path, 'Sepsis > Antibiotics'")
+    page: int | None
+    text: str
+    searchable: bool = Field(description="false once a newer version or retirement replaced it")
+    document_status: str
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": 1234,
+                    "document_id": "0b7c1f9e-3c1a-4c53-9a53-6f1f0b1f6f10",
+                    "title": "Sepsis guideline",
+                    "version": 1,
+                    "section": "Sepsis > Antibiotics",
+                    "page": 3,
+                    "text": "Give broad-spectrum antibiotics within one hour.",
+                    "searchable": True,
+                    "document_status": "active",
+                }
+            ]
+        }
+    }
+
+
+def refusal(status_code: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message, "code": code}, status_code=status_code)
+
+
+def refused(exc: UploadRefused) -> JSONResponse:
+    log.info("upload refused: %s", exc.code)
+    return refusal(exc.status_code, exc.code, exc.message)
+
+
+async def accept(
+    db: DbSession,
+    settings: Settings,
+    principal: Principal,
+    file: UploadFile,
+    title: str | None,
+    document_id: uuid.UUID | None = None,
+) -> DocumentVersion:
+    """Read, check and store one upload (shared with the pages). Raises UploadRefused."""
+    checked = await read_and_check(
+        file.read, file.filename or "", file.content_type, settings.upload_max_bytes
+    )
+    return await store_upload(
+        db, settings, principal.actor, principal.user_id, checked, title, document_id
+    )
+
+
+async def _document_out(db: DbSession, document_id: uuid.UUID) -> DocumentOut:
+    document = await store.get_document(db, document_id)
+    if document is None:
+        raise HTTPException(404, "no such document")
+    return DocumentOut.of(document, await store.live_versions(db), with_versions=True)
+
+
+Title = Annotated[
+    str | None,
+    Form(max_length=TITLE_MAX, pattern=TITLE_PATTERN, description="default: from the filename"),
+]
+Upload = Annotated[UploadFile, File(description="PDF, DOCX, HTML, Markdown or text")]
+
+
+@router.post("", status_code=201, response_model=DocumentOut, responses=REFUSALS)
+async def create_document(
+    principal: Admin, db: DbSession, settings: SettingsDep, file: Upload, title: Title = None
+) -> Response | DocumentOut:
+    try:
+        version = await accept(db, settings, principal, file, title)
+    except UploadRefused as exc:
+        return refused(exc)
+    return await _document_out(db, version.document_id)
+
+
+@router.post(
+    "/{document_id}/versions", status_code=201, response_model=DocumentOut, responses=REFUSALS
+)
+async def upload_version(
+    document_id: uuid.UUID, principal: Admin, db: DbSession, settings: SettingsDep, file: Upload
+) -> Response | DocumentOut:
+    try:
+        await accept(db, settings, principal, file, None, document_id)
+    except UploadRefused as exc:
+        return refused(exc)
+    return await _document_out(db, document_id)
+
+
+async def retire_document(
+    db: DbSession, settings: Settings, principal: Principal, document_id: uuid.UUID
+) -> None:
+    """Retire (shared with the pages); retiring a retired document changes nothing."""
+    document = await store.lock_document(db, document_id)
+    if document is None:
+        await db.rollback()
+        raise DocumentNotFound("no such document")
+    if document.status == DocumentStatus.retired:
+        await db.rollback()
+        return
+    await store.retire(db, document)
+    await record(
+        db, settings, "document.retire", principal.actor, entity_type="document",
+        entity_id=document.id,
+    )  # fmt: skip
+    await db.commit()
+
+
+@router.post("/{document_id}/retire", response_model=DocumentOut, responses={404: {}})
+async def retire(
+    document_id: uuid.UUID, principal: Admin, db: DbSession, settings: SettingsDep
+) -> Response | DocumentOut:
+    try:
+        await retire_document(db, settings, principal, document_id)
+    except UploadRefused as exc:
+        return refused(exc)
+    return await _document_out(db, document_id)
+
+
+@router.get("", response_model=list[DocumentOut])
+async def list_documents(principal: AdminOrAuditor, db: DbSession) -> list[DocumentOut]:
+    live = await store.live_versions(db)
+    return [DocumentOut.of(d, live) for d in await store.list_documents(db)]
+
+
+@router.get("/{document_id}", response_model=DocumentOut, responses={404: {}})
+async def get_document(
+    document_id: uuid.UUID, principal: AdminOrAuditor, db: DbSession
+) -> DocumentOut:
+    return await _document_out(db, document_id)
+
+
+@chunks_router.get("/{chunk_id}", response_model=ChunkOut, responses={404: {}})
+async def get_chunk(
+    chunk_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    principal: AnyRole,
+    db: DbSession,
+    settings: SettingsDep,
+) -> ChunkOut:
+    """A cited passage, as the UI shows it when a citation is clicked."""
+    cited = await store.cited_chunk(db, chunk_id)
+    if cited is None:
+        raise HTTPException(404, "no such chunk")
+    await record(
+        db,
+        settings,
+        "document.read",
+        principal.actor,
+        entity_type="document",
+        entity_id=cited.document.id,
+        detail={"chunk_id": chunk_id, "version": cited.version.version},
+    )
+    await db.commit()
+    return ChunkOut(
+        id=cited.chunk.id,
+        document_id=cited.document.id,
+        title=cited.document.title,
+        version=cited.version.version,
+        section=cited.chunk.section,
+        page=cited.chunk.page,
+        text=cited.chunk.text,
+        searchable=cited.chunk.searchable,
+        document_status=cited.document.status,
+    )

@@ -1,0 +1,114 @@
+"""The document library (admin): list, upload, new version, retire.
+
+Forms post multipart with the session's ``csrf_token`` field; a refused upload
+re-renders the library with the reason and the refusal's 4xx status. Progress of
+queued versions is polled by static/documents.js from GET /api/v1/documents/{id}.
+"""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.deps import Admin
+from app.db import DbSession
+from app.kb import store
+from app.kb.ingest import TITLE_MAX
+from app.kb.parse import ACCEPTED, EXTENSIONS, UploadRefused
+from app.routers.documents import TITLE_PATTERN, UploadLimitRoute, accept, retire_document
+from app.settings import Settings, get_settings
+from app.web import render
+
+router = APIRouter(include_in_schema=False, route_class=UploadLimitRoute)
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def library(
+    request: Request,
+    db: DbSession,
+    settings: Settings,
+    status_code: int = 200,
+    error: str = "",
+    notice: str = "",
+) -> HTMLResponse:
+    documents = await store.list_documents(db)
+    live = await store.live_versions(db)
+    rows = [
+        {
+            "document": document,
+            "latest": max(document.versions, key=lambda v: v.version, default=None),
+            "live": live.get(document.id),
+        }
+        for document in documents
+    ]
+    return render(
+        request,
+        "documents.html",
+        status_code=status_code,
+        rows=rows,
+        error=error,
+        notice=notice,
+        accept=",".join(sorted(EXTENSIONS)),
+        accepted=ACCEPTED,
+        max_mb=round(settings.upload_max_bytes / 2**20, 1),
+    )
+
+
+@router.get("/documents", response_class=HTMLResponse)
+async def documents_page(
+    principal: Admin, request: Request, db: DbSession, settings: SettingsDep
+) -> Response:
+    notice = "Uploaded: it is being processed." if request.query_params.get("uploaded") else ""
+    return await library(request, db, settings, notice=notice)
+
+
+@router.post("/documents/upload", response_class=HTMLResponse)
+async def upload_page(
+    principal: Admin,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File()],
+    title: Annotated[str, Form(max_length=TITLE_MAX, pattern=TITLE_PATTERN)] = "",
+) -> Response:
+    try:
+        await accept(db, settings, principal, file, title or None)
+    except UploadRefused as exc:
+        return await library(
+            request, db, settings, exc.status_code, f"Not uploaded: {exc.message}."
+        )
+    return RedirectResponse("/documents?uploaded=1", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/documents/{document_id}/versions", response_class=HTMLResponse)
+async def version_page(
+    document_id: uuid.UUID,
+    principal: Admin,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File()],
+) -> Response:
+    try:
+        await accept(db, settings, principal, file, None, document_id)
+    except UploadRefused as exc:
+        return await library(
+            request, db, settings, exc.status_code, f"Not uploaded: {exc.message}."
+        )
+    return RedirectResponse("/documents?uploaded=1", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/documents/{document_id}/retire", response_class=HTMLResponse)
+async def retire_page(
+    document_id: uuid.UUID,
+    principal: Admin,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+) -> Response:
+    try:
+        await retire_document(db, settings, principal, document_id)
+    except UploadRefused as exc:
+        return await library(request, db, settings, exc.status_code, f"Not retired: {exc.message}.")
+    return RedirectResponse("/documents", status.HTTP_303_SEE_OTHER)

@@ -1,0 +1,1 @@
+"""Synthetic test documents, generated in code (kbdocs.py): no real patient data anywhere."""
