@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from app.models import Chunk, Document, DocumentStatus, DocumentVersion, VersionStatus
 
@@ -44,17 +44,22 @@ def current(versions: Sequence[DocumentVersion]) -> DocumentVersion | None:
 
 async def duplicate_document(session: AsyncSession, sha256: str) -> uuid.UUID | None:
     """An active document whose current version is this very file, if there is one."""
-    rows = await session.execute(
-        select(DocumentVersion.document_id, DocumentVersion.sha256)
+    newer = aliased(DocumentVersion)
+    return await session.scalar(
+        select(DocumentVersion.document_id)
         .join(Document, Document.id == DocumentVersion.document_id)
         .where(
-            Document.status == DocumentStatus.active,
+            DocumentVersion.sha256 == sha256,
             DocumentVersion.status != VersionStatus.failed,
+            Document.status == DocumentStatus.active,
+            ~exists().where(
+                newer.document_id == DocumentVersion.document_id,
+                newer.version > DocumentVersion.version,
+                newer.status != VersionStatus.failed,
+            ),
         )
-        .order_by(DocumentVersion.document_id, DocumentVersion.version.desc())
-        .distinct(DocumentVersion.document_id)
+        .limit(1)
     )
-    return next((doc for doc, sha in rows if sha == sha256), None)
 
 
 async def live_versions(session: AsyncSession) -> dict[uuid.UUID, int]:
