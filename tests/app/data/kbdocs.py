@@ -175,3 +175,32 @@ PHI_TXT = """Discharge summary (synthetic test record)
 Patient: John Testpatient, MRN: 00123456, phone (555) 010-0199.
 Discharged home after treatment of community-acquired pneumonia with amoxicillin.
 """
+
+# More single-topic guidelines for the retrieval corpus (tests/app/test_retrieval.py).
+EXTRA_MD = {
+    "paracetamol.md": """# Paracetamol
+
+The maximum paracetamol dose for adults is 4 g in 24 hours, reduced to 3 g in 24 hours for
+adults under 50 kg or with hepatic impairment. Leave at least four hours between doses.
+""",
+    "oxygen.md": """# Oxygen therapy
+
+## Saturation targets
+
+Aim for an oxygen saturation of 94 to 98 percent in most acutely ill patients, and 88 to
+92 percent in patients at risk of hypercapnic respiratory failure such as severe COPD.
+""",
+    "warfarin.md": """# Anticoagulation clinic
+
+## Warfarin
+
+The target INR for atrial fibrillation and venous thromboembolism is 2.5, within a range
+of 2.0 to 3.0. Check the INR at least every twelve weeks once it is stable.
+""",
+    "lithium.md": """# Lithium monitoring
+
+Check the serum lithium level twelve hours after the last dose, weekly after each dose
+change until stable, then every three months. Check thyroid and renal function every six
+months.
+""",
+}
