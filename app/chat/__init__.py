@@ -1,0 +1,1 @@
+"""Chat: conversations, prompt building, streaming answers from `serving`, citations."""

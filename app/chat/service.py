@@ -1,0 +1,622 @@
+"""Conversations, messages and cited answers: what the chat API, its pages and the facade share.
+
+An answer: count the PHI in the question (``clinchat_phi_detections_total``),
+redact it first when the policy says so (the stored message keeps the original,
+encrypted), retrieve chunks, and either answer with the fixed not-found message
+without calling the model, or open a stream from the serving with a prompt of
+the numbered sources. ``prepare`` opens that stream before the caller answers
+anything, so a serving that is down is a 503, not a broken stream.
+
+Message text and conversation titles are stored only encrypted (AAD
+b"message" and b"conversation-title"). Log lines carry ids and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import AuditUnavailable, record
+from app.auth.principal import Principal
+from app.chat import llm
+from app.chat.prompt import HISTORY_TURNS, NOT_FOUND, Turn, build_messages
+from app.crypto import DecryptionError, KeysUnavailable, cipher_for
+from app.db import sessionmaker
+from app.errors import DependencyUnavailable
+from app.kb.retrieve import Hit, retrieve
+from app.metrics import PHI_DETECTIONS
+from app.models import Chunk, Conversation, Message
+from app.phi import detect, redact
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TITLE_AAD = b"conversation-title"
+MESSAGE_AAD = b"message"
+DEFAULT_TITLE = "New conversation"
+TITLE_CHARS = 80  # a conversation's automatic title: the start of its first question
+SNIPPET_CHARS = 300
+# Prompt budget: characters per token of the model's context. Real tokenizers average
+# about 4 characters of English per token; 2 leaves room for small-vocabulary models.
+CHARS_PER_TOKEN = 2
+PROMPT_ATTEMPTS = 4  # each refusal as too long halves the budget
+UNREADABLE = "[this message cannot be decrypted]"
+
+
+class ConversationNotFound(Exception):
+    """No such conversation, or not one this principal may see (the same 404 either way)."""
+
+
+# -- citations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One numbered source of an answer: [number] in the answer's text."""
+
+    number: int
+    chunk_id: int
+    document_id: uuid.UUID
+    title: str
+    version: int
+    section: str
+    page: int | None
+    score: float
+    snippet: str = ""
+
+    @classmethod
+    def of(cls, number: int, hit: Hit) -> Citation:
+        return cls(
+            number=number,
+            chunk_id=hit.chunk_id,
+            document_id=hit.document_id,
+            title=hit.title,
+            version=hit.version,
+            section=hit.section,
+            page=hit.page,
+            score=round(hit.score, 6),
+            snippet=hit.text[:SNIPPET_CHARS],
+        )
+
+    def stored(self) -> dict[str, Any]:
+        """As kept in messages.citations: no text, the snippet is read from the chunk."""
+        data = self.public()
+        del data["snippet"]
+        return data
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "chunk_id": self.chunk_id,
+            "document_id": str(self.document_id),
+            "title": self.title,
+            "version": self.version,
+            "section": self.section,
+            "page": self.page,
+            "score": self.score,
+            "snippet": self.snippet,
+        }
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any], snippet: str) -> Citation:
+        return cls(
+            number=int(data.get("number", 0)),
+            chunk_id=int(data["chunk_id"]),
+            document_id=uuid.UUID(str(data["document_id"])),
+            title=str(data.get("title", "")),
+            version=int(data.get("version", 0)),
+            section=str(data.get("section", "")),
+            page=data.get("page"),
+            score=float(data.get("score", 0.0)),
+            snippet=snippet,
+        )
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+def count_phi(text: str, source: str) -> dict[str, int]:
+    """PHI spans in ``text`` by type, counted in the metrics (type labels only)."""
+    counts = Counter(str(span.type) for span in detect(text))
+    for kind, n in counts.items():
+        PHI_DETECTIONS.labels(source, kind).inc(n)
+    return dict(counts)
+
+
+def for_model(settings: Settings, text: str) -> str:
+    """What the model (and retrieval) may see of user text under the PHI policy."""
+    return redact(text) if settings.redact_prompts else text
+
+
+@dataclass
+class Answer:
+    """An answer about to be streamed: its citations and, when grounded, the upstream stream."""
+
+    citations: list[Citation]
+    stream: llm.Stream | None
+    phi_types: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def grounded(self) -> bool:
+        return self.stream is not None
+
+    @property
+    def model(self) -> str:
+        return self.stream.model if self.stream else ""
+
+    @property
+    def usage(self) -> llm.Usage:
+        return self.stream.usage if self.stream else llm.Usage()
+
+    @property
+    def finish_reason(self) -> str:
+        return (self.stream.finish_reason if self.stream else None) or "stop"
+
+    async def texts(self) -> AsyncIterator[str]:
+        """The answer's text pieces; the upstream stream is closed however this ends."""
+        if self.stream is None:
+            yield NOT_FOUND
+            return
+        try:
+            async for piece in self.stream.deltas():
+                yield piece
+        finally:
+            await self.stream.aclose()
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+
+
+async def prepare(
+    db: AsyncSession,
+    settings: Settings,
+    question: str,
+    history: Sequence[Turn] = (),
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> Answer:
+    """Retrieve and, if anything is relevant, open the model's stream (raises 503s)."""
+    phi = count_phi(question, "prompt")
+    asked = for_model(settings, question)
+    hits = await retrieve(db, settings, asked)
+    if not hits:
+        log.info("answer: nothing relevant retrieved; not-found answer")
+        return Answer([], None, phi)
+    turns = [Turn(t.role, for_model(settings, t.content)) for t in history]
+    stream, used = await _open(settings, asked, hits, turns, max_tokens, temperature)
+    log.info("answer: %d chunks retrieved, %d in the prompt", len(hits), used)
+    return Answer([Citation.of(n, hit) for n, hit in enumerate(hits[:used], 1)], stream, phi)
+
+
+async def _open(
+    settings: Settings,
+    question: str,
+    hits: list[Hit],
+    history: list[Turn],
+    max_tokens: int | None,
+    temperature: float | None,
+) -> tuple[llm.Stream, int]:
+    info = await llm.model_info(settings)
+    answer_tokens = min(max_tokens or settings.max_answer_tokens, settings.max_answer_tokens)
+    max_chars: int | None = None
+    if info.max_len:
+        answer_tokens = min(answer_tokens, info.max_len // 2)  # leave the sources room
+        max_chars = (info.max_len - answer_tokens) * CHARS_PER_TOKEN
+    for _ in range(PROMPT_ATTEMPTS):
+        messages, used = build_messages(question, hits, history, max_chars)
+        if used == 0:
+            break
+        try:
+            return await llm.open_stream(settings, messages, answer_tokens, temperature), used
+        except llm.ContextTooLong:
+            max_chars = sum(len(m["content"]) for m in messages) // 2
+    raise DependencyUnavailable("serving", "unable to fit the sources in its context")
+
+
+# -- storage -----------------------------------------------------------------------------
+
+
+async def _encrypt(settings: Settings, text: str, aad: bytes) -> bytes:
+    # Vault may be asked for a data key: keep the event loop free meanwhile.
+    return await anyio.to_thread.run_sync(cipher_for(settings).encrypt_text, text, aad)
+
+
+def _decrypt_all(settings: Settings, blobs: list[bytes], aad: bytes) -> list[str]:
+    cipher = cipher_for(settings)
+    texts = []
+    for blob in blobs:
+        try:
+            texts.append(cipher.decrypt_text(blob, aad))
+        except DecryptionError:
+            log.error("a stored %s does not decrypt", aad.decode())
+            texts.append(UNREADABLE)
+    return texts
+
+
+async def decrypt_all(settings: Settings, blobs: list[bytes], aad: bytes) -> list[str]:
+    return await anyio.to_thread.run_sync(_decrypt_all, settings, blobs, aad)
+
+
+def new_title(question: str) -> str:
+    first_line = " ".join(question.split())
+    return (
+        first_line
+        if len(first_line) <= TITLE_CHARS
+        else first_line[: TITLE_CHARS - 1].rstrip() + "…"
+    )
+
+
+async def create_conversation(
+    db: AsyncSession, settings: Settings, principal: Principal, title: str | None
+) -> Conversation:
+    conversation = Conversation(
+        id=uuid.uuid4(),
+        user_id=principal.user_id,
+        title_enc=await _encrypt(settings, title or DEFAULT_TITLE, TITLE_AAD),
+    )
+    db.add(conversation)
+    await db.flush()
+    await record(
+        db,
+        settings,
+        "conversation.create",
+        principal.actor,
+        entity_type="conversation",
+        entity_id=conversation.id,
+    )
+    await db.commit()
+    await db.refresh(conversation)
+    return conversation
+
+
+async def get_conversation(
+    db: AsyncSession,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    break_glass_read: bool = False,
+    lock: bool = False,
+) -> Conversation:
+    """The principal's own conversation; any one under break-glass when ``break_glass_read``."""
+    query = select(Conversation).where(Conversation.id == conversation_id)
+    if lock:
+        query = query.with_for_update()
+    conversation = await db.scalar(query)
+    if conversation is None:
+        raise ConversationNotFound()
+    if conversation.user_id != principal.user_id and not (
+        break_glass_read and principal.break_glass
+    ):
+        raise ConversationNotFound()
+    return conversation
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: uuid.UUID
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+async def list_conversations(
+    db: AsyncSession, settings: Settings, principal: Principal, limit: int = 50, offset: int = 0
+) -> list[ConversationSummary]:
+    """The principal's own conversations, the most recently used first (audited)."""
+    counts = (
+        select(Message.conversation_id, func.count().label("n"))
+        .group_by(Message.conversation_id)
+        .subquery()
+    )
+    rows = (
+        await db.execute(
+            select(Conversation, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.conversation_id == Conversation.id)
+            .where(Conversation.user_id == principal.user_id)
+            .order_by(Conversation.updated_at.desc(), Conversation.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    titles = await decrypt_all(settings, [c.title_enc for c, _ in rows], TITLE_AAD)
+    await record(
+        db,
+        settings,
+        "conversation.read",
+        principal.actor,
+        entity_type="conversation",
+        detail={"listed": len(rows)},
+    )
+    await db.commit()
+    return [
+        ConversationSummary(c.id, title, c.created_at, c.updated_at, int(n))
+        for (c, n), title in zip(rows, titles, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: uuid.UUID
+    role: str
+    content: str
+    citations: list[Citation]
+    grounded: bool
+    model: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ConversationDetail:
+    id: uuid.UUID
+    title: str
+    owner_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    messages: list[StoredMessage]
+
+
+async def read_conversation(
+    db: AsyncSession, settings: Settings, principal: Principal, conversation_id: uuid.UUID
+) -> ConversationDetail:
+    """A conversation with its messages and citations (snippets from the chunks); audited.
+
+    Under break-glass another user's conversation is readable too; the audit row of
+    that read carries the break-glass flag (the principal's actor does).
+    """
+    conversation = await get_conversation(db, principal, conversation_id, break_glass_read=True)
+    messages = list(
+        await db.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.created_at, Message.id)
+        )
+    )
+    chunk_ids = {int(c["chunk_id"]) for m in messages for c in m.citations or []}
+    snippets: dict[int, str] = {}
+    if chunk_ids:
+        rows = await db.execute(
+            select(Chunk.id, func.left(Chunk.text, SNIPPET_CHARS)).where(Chunk.id.in_(chunk_ids))
+        )
+        snippets = {row[0]: row[1] for row in rows}
+    (title,) = await decrypt_all(settings, [conversation.title_enc], TITLE_AAD)
+    contents = await decrypt_all(settings, [m.content_enc for m in messages], MESSAGE_AAD)
+    await record(
+        db,
+        settings,
+        "conversation.read",
+        principal.actor,
+        entity_type="conversation",
+        entity_id=conversation.id,
+        detail={
+            "messages": len(messages),
+            "own": conversation.user_id == principal.user_id,
+        },
+    )
+    await db.commit()
+    return ConversationDetail(
+        id=conversation.id,
+        title=title,
+        owner_id=conversation.user_id,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+        messages=[
+            StoredMessage(
+                id=m.id,
+                role=m.role,
+                content=content,
+                citations=[
+                    Citation.from_stored(c, snippets.get(int(c["chunk_id"]), ""))
+                    for c in m.citations or []
+                ],
+                grounded=m.grounded,
+                model=m.model,
+                created_at=m.created_at,
+            )
+            for m, content in zip(messages, contents, strict=True)
+        ],
+    )
+
+
+async def delete_conversation(
+    db: AsyncSession, settings: Settings, principal: Principal, conversation_id: uuid.UUID
+) -> None:
+    """Delete one's own conversation and its messages (break-glass reads, never deletes)."""
+    conversation = await get_conversation(db, principal, conversation_id, lock=True)
+    count = await db.scalar(
+        select(func.count()).select_from(Message).where(Message.conversation_id == conversation.id)
+    )
+    await db.execute(delete(Conversation).where(Conversation.id == conversation.id))
+    await record(
+        db,
+        settings,
+        "conversation.delete",
+        principal.actor,
+        entity_type="conversation",
+        entity_id=conversation.id,
+        detail={"messages": int(count or 0)},
+    )
+    await db.commit()
+
+
+async def history(db: AsyncSession, settings: Settings, conversation: Conversation) -> list[Turn]:
+    """The conversation's last turns, oldest first, as the prompt takes them."""
+    recent = list(
+        await db.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.created_at.desc(), Message.id)
+            .limit(HISTORY_TURNS)
+        )
+    )[::-1]
+    texts = await decrypt_all(settings, [m.content_enc for m in recent], MESSAGE_AAD)
+    return [
+        Turn("assistant" if m.role == "assistant" else "user", text)
+        for m, text in zip(recent, texts, strict=True)
+        if text != UNREADABLE
+    ]
+
+
+async def add_message(
+    db: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    role: str,
+    content: str,
+    citations: Sequence[Citation] = (),
+    grounded: bool = True,
+    model: str = "",
+    detail: dict[str, Any] | None = None,
+) -> Message:
+    """Store one message (encrypted) and its audit row in ``db``'s transaction."""
+    message = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        role=role,
+        content_enc=await _encrypt(settings, content, MESSAGE_AAD),
+        citations=[c.stored() for c in citations],
+        grounded=grounded,
+        model=model,
+        # set here, not by the database: now() is the transaction's start, and the
+        # messages' order is their creation order
+        created_at=datetime.now(UTC),
+    )
+    db.add(message)
+    await db.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=func.now())
+    )
+    await db.flush()
+    await record(
+        db,
+        settings,
+        "message.create",
+        principal.actor,
+        entity_type="message",
+        entity_id=message.id,
+        detail={"conversation_id": str(conversation_id), "role": role, **(detail or {})},
+    )
+    return message
+
+
+async def add_question(
+    db: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    conversation: Conversation,
+    question: str,
+    answer: Answer,
+) -> Message:
+    """Store the user's question (the original text) and name the conversation after it."""
+    (title,) = await decrypt_all(settings, [conversation.title_enc], TITLE_AAD)
+    if title == DEFAULT_TITLE:
+        conversation.title_enc = await _encrypt(settings, new_title(question), TITLE_AAD)
+    message = await add_message(
+        db,
+        settings,
+        principal,
+        conversation.id,
+        "user",
+        question,
+        detail={"phi_spans": sum(answer.phi_types.values()), "redacted": settings.redact_prompts},
+    )
+    await db.commit()
+    return message
+
+
+# -- the chat's event stream -------------------------------------------------------------
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def reply_events(
+    settings: Settings, principal: Principal, conversation_id: uuid.UUID, answer: Answer
+) -> AsyncIterator[str]:
+    """SSE events of one answer: sources, deltas, then done (or error); stores the answer.
+
+    Runs after the route has returned, so it uses a database session of its own.
+    If the client goes away, the cancellation closes the upstream stream (Answer.texts)
+    and nothing more is stored.
+    """
+    pieces: list[str] = []
+    try:
+        yield sse(
+            "sources",
+            {"sources": [c.public() for c in answer.citations], "grounded": answer.grounded},
+        )
+        async for piece in answer.texts():
+            pieces.append(piece)
+            yield sse("delta", {"text": piece})
+    except llm.StreamBroken:
+        log.warning("conversation %s: the answer broke off after %d pieces", conversation_id,
+                    len(pieces))  # fmt: skip
+        yield sse(
+            "error",
+            {"message": "serving failed while answering; ask again", "code": "serving_failed"},
+        )
+        return
+    finally:
+        await answer.aclose()  # also when the client went away before the first piece
+    try:
+        async with sessionmaker(settings)() as db:
+            message = await add_message(
+                db,
+                settings,
+                principal,
+                conversation_id,
+                "assistant",
+                "".join(pieces),
+                answer.citations,
+                answer.grounded,
+                answer.model,
+                detail={
+                    "citations": len(answer.citations),
+                    "grounded": answer.grounded,
+                    "completion_tokens": answer.usage.completion_tokens,
+                },
+            )
+            await db.commit()
+    except Exception as exc:  # noqa: BLE001 - the stream has begun: report, do not raise
+        down = _down_name(exc)
+        log.error("conversation %s: answer not stored (%s)", conversation_id, type(exc).__name__)
+        yield sse(
+            "error",
+            {
+                "message": f"{down} is unavailable: the answer was not saved",
+                "code": "not_stored",
+                "down": [down],
+            },
+        )
+        return
+    yield sse(
+        "done",
+        {
+            "message_id": str(message.id),
+            "grounded": answer.grounded,
+            "model": answer.model,
+            "finish_reason": answer.finish_reason,
+            "usage": answer.usage.as_dict(),
+            "disclaimer": settings.disclaimer,
+        },
+    )
+
+
+def _down_name(exc: Exception) -> str:
+    """The dependency a failed store names (as app/errors.py would)."""
+    if isinstance(exc, KeysUnavailable):
+        return "vault"
+    if isinstance(exc, AuditUnavailable):
+        return "audit"
+    return "database"

@@ -1,0 +1,76 @@
+"""The clinician's pages: home (conversation list) and the chat page.
+
+``GET /`` is every signed-in user's landing page: clinicians see their
+conversations, other roles a link to their own area. The chat page renders the
+stored messages; static/chat.js posts questions to the API and shows the
+streamed answer, its citations (opened from GET /api/v1/chunks/{id}) and the
+disclaimer. Forms post with the session's ``csrf_token`` field.
+"""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.deps import Clinician, CurrentPrincipal
+from app.chat import service
+from app.db import DbSession
+from app.models import Role
+from app.settings import Settings, get_settings
+from app.web import render
+
+router = APIRouter(include_in_schema=False)
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(
+    principal: CurrentPrincipal, request: Request, db: DbSession, settings: SettingsDep
+) -> Response:
+    if not principal.has(Role.clinician):
+        return render(request, "index.html", clinician=False)
+    conversations = await service.list_conversations(db, settings, principal, limit=200)
+    return render(request, "index.html", clinician=True, conversations=conversations)
+
+
+@router.post("/conversations/new")
+async def new_conversation(principal: Clinician, db: DbSession, settings: SettingsDep) -> Response:
+    conversation = await service.create_conversation(db, settings, principal, None)
+    return RedirectResponse(f"/c/{conversation.id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/c/{conversation_id}", response_class=HTMLResponse)
+async def chat_page(
+    conversation_id: uuid.UUID,
+    principal: Clinician,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+) -> Response:
+    try:
+        found = await service.read_conversation(db, settings, principal, conversation_id)
+    except service.ConversationNotFound:
+        return render(request, "chat_missing.html", status_code=status.HTTP_404_NOT_FOUND)
+    return render(
+        request,
+        "chat.html",
+        conversation=found,
+        own=found.owner_id == principal.user_id,
+        disclaimer=settings.disclaimer,
+    )
+
+
+@router.post("/c/{conversation_id}/delete")
+async def delete_page(
+    conversation_id: uuid.UUID,
+    principal: Clinician,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+) -> Response:
+    try:
+        await service.delete_conversation(db, settings, principal, conversation_id)
+    except service.ConversationNotFound:
+        return render(request, "chat_missing.html", status_code=status.HTTP_404_NOT_FOUND)
+    return RedirectResponse("/", status.HTTP_303_SEE_OTHER)

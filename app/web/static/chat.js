@@ -1,0 +1,214 @@
+// The chat page: ask, read the streamed answer (SSE over fetch), open cited passages.
+// Loaded from 'self' (strict CSP). Everything from the server is written with
+// textContent, never as HTML.
+"use strict";
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function csrf() {
+  return document.body.dataset.csrf || "";
+}
+
+// -- citations ---------------------------------------------------------------------
+
+function citationList(sources) {
+  const list = el("ol", "citations");
+  for (const source of sources) {
+    const item = el("li");
+    const link = el("a", "cite", "[" + source.number + "] " + source.title);
+    link.href = "/api/v1/chunks/" + encodeURIComponent(source.chunk_id);
+    link.dataset.chunk = String(source.chunk_id);
+    const where = ["version " + source.version];
+    if (source.section) where.push(source.section);
+    if (source.page !== null && source.page !== undefined) where.push("page " + source.page);
+    item.append(link, " ", el("span", "muted", where.join(", ")));
+    list.append(item);
+  }
+  return list;
+}
+
+async function openChunk(chunkId) {
+  const dialog = document.getElementById("chunk-dialog");
+  const title = document.getElementById("chunk-title");
+  const meta = document.getElementById("chunk-meta");
+  const text = document.getElementById("chunk-text");
+  title.textContent = "Loading…";
+  meta.textContent = "";
+  text.textContent = "";
+  if (!dialog.open) dialog.showModal();
+  try {
+    const response = await fetch("/api/v1/chunks/" + encodeURIComponent(chunkId), {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) {
+      title.textContent = response.status === 404 ? "This passage no longer exists" : "Could not load the passage";
+      return;
+    }
+    const chunk = await response.json();
+    title.textContent = chunk.title;
+    const where = ["version " + chunk.version];
+    if (chunk.section) where.push(chunk.section);
+    if (chunk.page !== null) where.push("page " + chunk.page);
+    if (!chunk.searchable) where.push("replaced by a newer version or retired");
+    meta.textContent = where.join(" · ");
+    text.textContent = chunk.text;
+  } catch (error) {
+    title.textContent = "Could not load the passage";
+  }
+}
+
+// -- the event stream ----------------------------------------------------------------
+
+// Parse "event: x\ndata: {...}" blocks out of the text received so far; returns the rest.
+function takeEvents(buffer, onEvent) {
+  let cut;
+  while ((cut = buffer.indexOf("\n\n")) >= 0) {
+    const block = buffer.slice(0, cut);
+    buffer = buffer.slice(cut + 2);
+    let name = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) name = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+    }
+    if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+  }
+  return buffer;
+}
+
+function assistantItem(chat) {
+  const item = el("li", "message assistant");
+  item.append(el("div", "message-role muted", "ClinChat"));
+  const content = el("div", "message-content");
+  item.append(content);
+  document.getElementById("messages").append(item);
+  return { item, content, disclaimer: chat.dataset.disclaimer || "" };
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
+  } catch (error) {
+    // not JSON
+  }
+  return "the request failed (" + response.status + ")";
+}
+
+async function ask(chat, question, status) {
+  const messages = document.getElementById("messages");
+  const mine = el("li", "message user");
+  mine.append(el("div", "message-role muted", "You"), el("div", "message-content", question));
+  messages.append(mine);
+  const answer = assistantItem(chat);
+  const cursor = el("span", "typing", "…");
+  answer.content.append(cursor);
+  status.textContent = "Searching the documents…";
+
+  const response = await fetch(
+    "/api/v1/conversations/" + encodeURIComponent(chat.dataset.conversation) + "/messages",
+    {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "text/event-stream",
+        "X-CSRF-Token": csrf(),
+      },
+      body: JSON.stringify({ content: question }),
+    },
+  );
+  if (response.status === 401) {
+    window.location.reload(); // signed out (idle timeout): the sign-in page
+    return;
+  }
+  if (!response.ok || !response.body) {
+    cursor.remove();
+    answer.item.append(el("p", "error", "Not answered: " + (await errorText(response)) + "."));
+    status.textContent = "";
+    return false;
+  }
+
+  let text = "";
+  const onEvent = (name, data) => {
+    if (name === "sources") {
+      status.textContent = data.grounded ? "Answering from " + data.sources.length + " passages…" : "";
+      if (data.sources.length) answer.item.append(citationList(data.sources));
+    } else if (name === "delta") {
+      text += data.text;
+      answer.content.textContent = text;
+    } else if (name === "done") {
+      if (!data.grounded) answer.item.append(el("p", "muted", "No document covered this question."));
+      answer.item.append(el("p", "disclaimer", data.disclaimer || answer.disclaimer));
+      status.textContent = "";
+    } else if (name === "error") {
+      answer.item.append(el("p", "error", data.message));
+      status.textContent = "";
+    }
+  };
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer = takeEvents(buffer + decoder.decode(value, { stream: true }), onEvent);
+  }
+  cursor.remove();
+  return true;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  // Deleting a conversation (home page) asks first.
+  document.querySelectorAll("form.confirm-delete").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm("Delete this conversation and all its messages?")) event.preventDefault();
+    });
+  });
+
+  const chat = document.getElementById("chat");
+  if (!chat) return;
+
+  // Citation links open the passage in a dialog (the link itself is the no-script fallback).
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a.cite");
+    if (!link) return;
+    event.preventDefault();
+    openChunk(link.dataset.chunk);
+  });
+
+  const form = document.getElementById("ask");
+  if (!form) return; // read-only (break-glass view of another clinician's conversation)
+  const box = document.getElementById("question");
+  const button = document.getElementById("ask-button");
+  const status = document.getElementById("ask-status");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const question = box.value.trim();
+    if (!question) return;
+    button.disabled = true;
+    box.value = "";
+    try {
+      await ask(chat, question, status);
+    } catch (error) {
+      status.textContent = "The connection was lost; ask again.";
+    } finally {
+      button.disabled = false;
+      box.focus();
+    }
+  });
+  // Enter sends, Shift+Enter is a new line.
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+});
