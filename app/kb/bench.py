@@ -43,7 +43,7 @@ from sqlalchemy import text
 
 from app.db import conninfo, sessionmaker
 from app.kb.embed import LocalEmbedder
-from app.kb.retrieve import Timings, retrieve_timed
+from app.kb.retrieve import VECTOR_SQL, Timings, retrieve_timed, vector_candidates
 from app.settings import Environment, Settings
 
 TOPICS = [
@@ -76,8 +76,12 @@ CHECKS = [
     "serum potassium", "blood glucose", "renal function", "blood pressure",
     "oxygen saturation", "the lactate", "the ECG", "the INR", "the respiratory rate",
 ]  # fmt: skip
-PERTURBATION = 0.5  # norm of the noise added to a unit vector: cosine to its base about 0.89
+# Norm of the noise added to a real unit vector: a variant's cosine to its base is about
+# 0.71, to a sibling about 0.5, as chunks on one topic are. Tighter (0.5) makes islands of
+# 33 near-identical vectors that HNSW cannot navigate between (recall 0.22; BENCHMARKS.md).
+PERTURBATION = 1.0
 DOCUMENT_CHUNKS = 1000  # chunks per synthetic document
+RECALL_QUERIES = 50  # queries whose HNSW neighbours are compared with an exact scan
 
 
 def _slots(rng: random.Random) -> dict[str, str]:
@@ -223,7 +227,7 @@ def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, flo
 
 async def _measure(
     settings: Settings, questions: list[str], k: int, warmup: int
-) -> tuple[list[Timings], list[int], bool]:
+) -> tuple[list[Timings], list[int], bool, float]:
     embedder = LocalEmbedder()
     timings: list[Timings] = []
     counts: list[int] = []
@@ -232,14 +236,10 @@ async def _measure(
         # the plan of the vector half, to show that the HNSW index serves it
         probe = _literal((await embedder.embed([questions[0]]))[0])
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        plan = await session.execute(
-            text(
-                "EXPLAIN SELECT id FROM chunks WHERE searchable"  # noqa: S608 -- numbers only
-                f" ORDER BY embedding <=> '{probe}'::vector LIMIT {4 * k}"
-            )
-        )
+        plan = await session.execute(text("EXPLAIN " + VECTOR_SQL), {"q": probe, "n": 4 * k})
         uses_index = any("chunks_embedding_hnsw" in row[0] for row in plan)
         await session.rollback()
+    recall = await _recall(settings, embedder, questions[warmup : warmup + RECALL_QUERIES], 4 * k)
     for number, question in enumerate(questions):
         async with maker() as session:
             hits, spent = await retrieve_timed(session, settings, question, k, embedder)
@@ -250,7 +250,27 @@ async def _measure(
     from app import db
 
     await db.dispose_all()
-    return timings, counts, uses_index
+    return timings, counts, uses_index, recall
+
+
+async def _recall(
+    settings: Settings, embedder: LocalEmbedder, questions: list[str], n: int
+) -> float:
+    """The share of the exact ``n`` nearest chunks that the HNSW search returns."""
+    found = total = 0
+    async with sessionmaker(settings)() as session:
+        for question in questions:
+            vector = _literal((await embedder.embed([question]))[0])
+            approximate = await vector_candidates(session, vector, n)
+            await session.rollback()
+            await session.execute(text("SET LOCAL enable_indexscan = off"))  # exact: scan all
+            exact = [
+                row.id for row in await session.execute(text(VECTOR_SQL), {"q": vector, "n": n})
+            ]
+            await session.rollback()
+            found += len(set(approximate) & set(exact))
+            total += len(exact)
+    return found / total if total else 0.0
 
 
 def _versions(settings: Settings) -> dict[str, str]:
@@ -259,7 +279,8 @@ def _versions(settings: Settings) -> dict[str, str]:
         vector = conn.execute(
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
         ).fetchone()[0]  # type: ignore[index]
-    return {"postgresql": server, "pgvector": vector}
+        buffers = conn.execute("SHOW shared_buffers").fetchone()[0]  # type: ignore[index]
+    return {"postgresql": server, "pgvector": vector, "shared_buffers": buffers}
 
 
 def run_bench(
@@ -275,7 +296,7 @@ def run_bench(
     rng = random.Random(seed + 1)  # noqa: S311 -- synthetic questions
     warmup = min(10, queries)
     questions = [_question(rng) for _ in range(queries + warmup)]
-    timings, counts, uses_index = asyncio.run(_measure(settings, questions, k, warmup))
+    timings, counts, uses_index, recall = asyncio.run(_measure(settings, questions, k, warmup))
     return {
         "chunks": chunks,
         "documents": math.ceil(chunks / DOCUMENT_CHUNKS),
@@ -286,6 +307,8 @@ def run_bench(
         "k": k,
         "candidates_per_half": 4 * k,
         "vector_plan_uses_hnsw_index": uses_index,
+        "vector_recall": round(recall, 4),
+        "recall_queries": min(RECALL_QUERIES, len(timings)),
         **{name: round(value, 2) for name, value in phases.items()},
         "latency_ms": {
             "total": _percentiles([t.total_s for t in timings]),
@@ -334,8 +357,10 @@ def private_postgres() -> Iterator[Settings]:
     from tests.services.pki import make_pki
     from tests.services.postgres import PrivatePostgres
 
-    root = Path(tempfile.mkdtemp(prefix="clinchat-bench-"))
-    server = PrivatePostgres(root=root / "pg", pki=make_pki(root / "pki"))
+    # two folders: the server's is handed to the postgres user, the certificates' stays root's
+    root = Path(tempfile.mkdtemp(prefix="clinchat-bench-pg-"))
+    pki_root = Path(tempfile.mkdtemp(prefix="clinchat-bench-pki-"))
+    server = PrivatePostgres(root=root, pki=make_pki(pki_root))
     server.init()
     try:
         # room for the 100k-vector table and its graph in memory (the default is 128 MB)
@@ -367,6 +392,7 @@ def private_postgres() -> Iterator[Settings]:
         if server.is_running():
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(pki_root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,6 +57,15 @@ class Timings:
     total_s: float = 0.0
 
 
+# relaxed_order may return neighbours slightly out of order: sort them again
+VECTOR_SQL = (
+    "WITH nearest AS MATERIALIZED ("
+    " SELECT id, embedding <=> CAST(:q AS vector) AS distance FROM chunks"
+    " WHERE searchable ORDER BY embedding <=> CAST(:q AS vector) LIMIT :n)"
+    " SELECT id FROM nearest ORDER BY distance"
+)
+
+
 def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
@@ -65,16 +74,7 @@ async def vector_candidates(session: AsyncSession, vector: str, n: int) -> list[
     """Chunk ids nearest to ``vector`` (a pgvector literal), nearest first."""
     await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * n))}"))
     await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    # relaxed_order may return neighbours slightly out of order: sort them again
-    rows = await session.execute(
-        text(
-            "WITH nearest AS MATERIALIZED ("
-            " SELECT id, embedding <=> CAST(:q AS vector) AS distance FROM chunks"
-            " WHERE searchable ORDER BY embedding <=> CAST(:q AS vector) LIMIT :n)"
-            " SELECT id FROM nearest ORDER BY distance"
-        ),
-        {"q": vector, "n": n},
-    )
+    rows = await session.execute(text(VECTOR_SQL), {"q": vector, "n": n})
     return [row.id for row in rows]
 
 

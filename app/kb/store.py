@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, defer, selectinload
 
 from app.models import Chunk, Document, DocumentStatus, DocumentVersion, VersionStatus
 
@@ -27,9 +27,14 @@ async def lock_document(session: AsyncSession, document_id: uuid.UUID) -> Docume
     )
 
 
+# Listing versions never needs the stored files (up to upload_max_bytes each).
+_NO_FILE = defer(DocumentVersion.content_enc, raiseload=True)
+
+
 async def versions_of(session: AsyncSession, document_id: uuid.UUID) -> list[DocumentVersion]:
     result = await session.scalars(
         select(DocumentVersion)
+        .options(_NO_FILE)
         .where(DocumentVersion.document_id == document_id)
         .order_by(DocumentVersion.version)
     )
@@ -76,7 +81,7 @@ async def list_documents(session: AsyncSession) -> list[Document]:
     """Every document with its versions, newest first."""
     result = await session.scalars(
         select(Document)
-        .options(selectinload(Document.versions))
+        .options(selectinload(Document.versions).options(_NO_FILE))
         .order_by(Document.created_at.desc())
     )
     return list(result)
@@ -85,7 +90,7 @@ async def list_documents(session: AsyncSession) -> list[Document]:
 async def get_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
     return await session.scalar(
         select(Document)
-        .options(selectinload(Document.versions))
+        .options(selectinload(Document.versions).options(_NO_FILE))
         .where(Document.id == document_id)
         .execution_options(populate_existing=True)
     )
