@@ -26,7 +26,7 @@ from app.audit import record
 from app.audit.chain import Actor
 from app.crypto import cipher_for
 from app.kb import store
-from app.kb.parse import Parsed, UploadRefused, parse, read_limited
+from app.kb.parse import Parsed, UploadRefused, clean, parse, read_limited
 from app.metrics import PHI_DETECTIONS
 from app.models import Document, DocumentStatus, DocumentVersion, VersionStatus
 from app.phi import detect
@@ -71,7 +71,9 @@ class CheckedFile:
 
 def check_file(data: bytes, filename: str, content_type: str | None) -> CheckedFile:
     """Parse and scan for PHI (CPU-bound: run it in a thread). Raises UploadRefused."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1][:TITLE_MAX]
+    # the base name only, without control characters (PostgreSQL refuses NUL)
+    name = clean(filename.replace("\\", "/").rsplit("/", 1)[-1])[:TITLE_MAX]
+    name = name.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates either
     parsed = parse(data, name, content_type)
     phi = Counter(span.type.value for span in detect(parsed.text))
     return CheckedFile(data, name, parsed, hashlib.sha256(data).hexdigest(), dict(phi))

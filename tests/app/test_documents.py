@@ -222,6 +222,48 @@ def test_oversized_upload_is_refused_while_reading(
     assert count_rows(settings) == before and queued(settings) == waiting
 
 
+def test_a_multipart_upload_without_length_is_refused(admin: TestClient) -> None:
+    def body() -> Iterator[bytes]:  # a generator: httpx sends it chunked, with no length
+        yield b"--b\r\nContent-Disposition: form-data; name=file; filename=a.txt\r\n\r\n"
+        yield b"text\r\n--b--\r\n"
+
+    response = admin.post(
+        API, content=body(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 411 and response.json()["code"] == "length_required"
+
+
+def test_odd_filenames_are_stored_cleanly(admin: TestClient, settings: Settings) -> None:
+    # raw multipart: httpx would percent-encode the control characters itself
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="C:\\x\\b\x00a\x07d.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\n" + unique("Odd name.") + b"\r\n--b--\r\n"
+    )
+    response = admin.post(
+        API, content=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["latest"]["filename"] == "b a d.txt"
+
+
+def test_redis_down_stores_nothing(admin: TestClient, settings: Settings) -> None:
+    import redis.exceptions
+
+    from app.kb.ingest import check_file, store_upload
+
+    down = settings.model_copy(update={"redis_url": f"rediss://127.0.0.1:{free_port()}/0"})
+    checked = check_file(unique("Queue down."), "q.txt", "text/plain")
+    before = count_rows(settings)
+
+    async def go() -> None:
+        async with sessionmaker(down)() as session:
+            await store_upload(session, down, worker.ADMIN_CLI, None, checked)
+
+    with pytest.raises(redis.exceptions.ConnectionError):
+        admin.portal.call(go)  # type: ignore[union-attr]
+    assert count_rows(settings) == before
+
+
 def test_duplicate_upload_is_a_conflict(admin: TestClient, settings: Settings) -> None:
     data = unique(kbdocs.VISITING_TXT)
     first = upload(admin, "visiting.txt", data, "text/plain")
