@@ -583,3 +583,45 @@ def _no_leftover_overrides() -> Iterator[None]:
     from app.main import app
 
     app.dependency_overrides.clear()
+
+
+def test_the_worker_process_stops_on_sigterm(admin: TestClient, settings: Settings) -> None:
+    """``python -m app.kb.worker`` reads its settings from the environment and exits cleanly."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pydantic import SecretStr
+
+    response = upload(admin, "proc.txt", unique("Processed by the worker process."), "text/plain")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, value in settings:
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"CLINCHAT_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, dict | list) else str(value)
+        )
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "app.kb.worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = ""
+        while time.monotonic() < deadline and status != "ready":
+            status = admin.get(f"{API}/{response.json()['id']}").json()["latest"]["status"]
+            time.sleep(0.3)
+        assert status == "ready"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "ingest worker stopped" in output
+    assert "Processed by the worker" not in output  # logs carry ids and counts only
