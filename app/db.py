@@ -4,6 +4,7 @@ One engine per process and settings. The app connects as ``db_user``, which
 may not UPDATE or DELETE audit rows; migrations connect as ``db_owner_user``.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -52,13 +53,22 @@ def _engine(settings: Settings, owner: bool) -> AsyncEngine:
     )
 
 
-# Keyed by the settings object's identity (settings are not hashable); the process
-# normally has one, tests a few. The settings object is kept alive with its engine.
-_engines: dict[tuple[int, bool], tuple[Settings, AsyncEngine]] = {}
+def loop_id() -> int:
+    """The running event loop's identity (0 outside one)."""
+    try:
+        return id(asyncio.get_running_loop())
+    except RuntimeError:
+        return 0
+
+
+# Keyed by the settings object's identity (settings are not hashable) and the event
+# loop (a pooled connection belongs to the loop that opened it); a worker process
+# has one of each, tests a few. The settings object is kept alive with its engine.
+_engines: dict[tuple[int, bool, int], tuple[Settings, AsyncEngine]] = {}
 
 
 def engine(settings: Settings, owner: bool = False) -> AsyncEngine:
-    key = (id(settings), owner)
+    key = (id(settings), owner, loop_id())
     if key not in _engines:
         _engines[key] = (settings, _engine(settings, owner))
     return _engines[key][1]
@@ -69,10 +79,12 @@ def sessionmaker(settings: Settings) -> async_sessionmaker[AsyncSession]:
 
 
 async def dispose_all() -> None:
-    """Close every pool (application shutdown, tests)."""
-    for _, eng in list(_engines.values()):
-        await eng.dispose()
-    _engines.clear()
+    """Close this event loop's pools (application shutdown, tests)."""
+    current = loop_id()
+    for key, (_, eng) in list(_engines.items()):
+        if key[2] == current:
+            await eng.dispose()
+            del _engines[key]
 
 
 async def get_session(

@@ -2,26 +2,33 @@
 
 import redis.asyncio as aioredis
 
+from app.db import loop_id
 from app.errors import DependencyUnavailable
 from app.settings import Settings
 
-_clients: dict[int, tuple[Settings, aioredis.Redis]] = {}
+# Keyed by settings and event loop: a connection belongs to the loop that opened it.
+# A worker process has one loop; tests run several (one per TestClient).
+_clients: dict[tuple[int, int], tuple[Settings, aioredis.Redis]] = {}
 
 
 def redis_for(settings: Settings) -> aioredis.Redis:
     if not settings.redis_url:
         raise DependencyUnavailable("redis", "not configured")
-    if id(settings) not in _clients:
+    key = (id(settings), loop_id())
+    if key not in _clients:
         kwargs: dict = {"socket_timeout": 3, "socket_connect_timeout": 3, "decode_responses": True}
         if settings.redis_password.get_secret_value():
             kwargs["password"] = settings.redis_password.get_secret_value()
         if settings.redis_url.startswith("rediss://") and settings.redis_ca_cert:
             kwargs["ssl_ca_certs"] = settings.redis_ca_cert
-        _clients[id(settings)] = (settings, aioredis.Redis.from_url(settings.redis_url, **kwargs))
-    return _clients[id(settings)][1]
+        _clients[key] = (settings, aioredis.Redis.from_url(settings.redis_url, **kwargs))
+    return _clients[key][1]
 
 
 async def close_all() -> None:
-    for _, client in list(_clients.values()):
-        await client.aclose()
-    _clients.clear()
+    """Close this event loop's clients (application shutdown, tests)."""
+    current = loop_id()
+    for key, (_, client) in list(_clients.items()):
+        if key[1] == current:
+            await client.aclose()
+            del _clients[key]

@@ -33,7 +33,8 @@ def client_ip(request: Request) -> str:
     return request.headers.get("x-real-ip") or (request.client.host if request.client else "")
 
 
-def session_store(settings: Annotated[Settings, Depends(get_settings)]) -> SessionStore:
+async def session_store(settings: Annotated[Settings, Depends(get_settings)]) -> SessionStore:
+    # async: a sync dependency runs in a thread, away from the loop its connection needs
     return SessionStore(redis_for(settings), settings)
 
 

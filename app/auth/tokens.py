@@ -109,7 +109,7 @@ async def principal_for(db: AsyncSession, secret: str, source_ip: str = "") -> P
     ).first()
     if found is None:
         return None
-    token, user = found.tuple()
+    token, user = found
     now = datetime.now(UTC)
     if token.revoked_at is not None or token.expires_at <= now or user.disabled:
         return None
