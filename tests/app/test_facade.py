@@ -11,7 +11,6 @@ away mid-answer cancels the upstream generation.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,15 +19,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.auth.sessions import COOKIE
 from app.chat.prompt import NOT_FOUND
-from app.main import app
 from app.models import Role
 from app.settings import Settings
 from tests.app.data.kbdb import isolated_settings
+from tests.app.live import live_app
 from tests.app.test_chat import (  # noqa: F401 - corpus is a fixture
     COVERED,
     UNCOVERED,
@@ -57,18 +55,8 @@ def settings(facade_settings: Settings) -> Settings:
 def live(settings: Settings, corpus: dict[str, str]) -> Iterator[str]:  # noqa: F811
     """The app in a uvicorn server on a free port; yields its base URL."""
     use(settings)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with live_app() as url:
+        yield url
 
 
 @pytest.fixture
