@@ -104,6 +104,8 @@ async def current_principal(
     if request.method not in SAFE_METHODS and not await _csrf_ok(request, session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
     request.state.principal = session
+    # pages clear themselves when the server would have signed the session out
+    request.state.idle_timeout_s = settings.session_idle_timeout_s
     return session
 
 

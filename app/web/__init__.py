@@ -33,6 +33,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     principal = getattr(request.state, "principal", None)
     context.setdefault("principal", principal)
     context.setdefault("csrf_token", principal.csrf_token if principal else "")
+    context.setdefault("idle_timeout_s", getattr(request.state, "idle_timeout_s", 0))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 

@@ -7,7 +7,7 @@ people of the appliance each do their job through the pages only:
 
 - a knowledge-base admin signs in and uploads a guideline, and watches it get ready;
 - a clinician asks about it and reads a streamed answer whose citation opens the
-  cited passage;
+  cited passage; a page left idle leaves the screen when the session times out;
 - an auditor finds those events in the audit trail and verifies the chain.
 
 No page may log a console error: a Content-Security-Policy violation (an inline
@@ -182,6 +182,24 @@ def test_clinician_reads_a_streamed_cited_answer(
     browser.refresh()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, f"{answer} a.cite")))
     assert console_errors(browser) == []
+
+
+def test_an_idle_page_leaves_the_screen(
+    browser: WebDriver,
+    live: str,
+    ui_settings: Settings,
+    ldap_server,  # noqa: ANN001
+) -> None:
+    use(ui_settings.model_copy(update={"session_idle_timeout_s": 3}))
+    try:
+        sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-idle-timeout") == "3"
+        # nobody touches it: the page goes to the sign-in form by itself
+        wait(browser).until(ec.url_contains("/login"))
+        assert browser.find_elements(By.CSS_SELECTOR, "form.signout") == []
+        assert browser.find_element(By.ID, "username").is_displayed()
+    finally:
+        use(ui_settings)
 
 
 def test_auditor_finds_the_events_and_verifies_the_chain(
