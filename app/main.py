@@ -13,11 +13,12 @@ from fastapi import FastAPI
 from app import __version__, db, errors, redis_client, web
 from app.metrics import record
 from app.phi.logging import JsonFormatter, PhiRedactingFilter
+from app.routers import audit as audit_api
 from app.routers import auth as auth_api
 from app.routers import chat as chat_api
 from app.routers import documents as documents_api
 from app.routers import health, openai_facade
-from app.web import pages_auth, pages_chat, pages_documents
+from app.web import pages_audit, pages_auth, pages_chat, pages_documents
 
 
 def configure_logging() -> None:
@@ -65,3 +66,5 @@ app.include_router(pages_documents.router)
 app.include_router(chat_api.router)
 app.include_router(openai_facade.router)
 app.include_router(pages_chat.router)
+app.include_router(audit_api.router)
+app.include_router(pages_audit.router)

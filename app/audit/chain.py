@@ -8,13 +8,19 @@ role may INSERT and SELECT here, never UPDATE or DELETE (migration 0001's grants
 
 ``record`` writes in the caller's transaction: the event commits with the change it
 describes, or neither does. A failure to write is counted and raised (fail closed).
+Once the transaction commits, the event also goes to syslog when one is configured
+(app/audit/syslog.py); a rolled-back event never does.
+
+``verify`` walks the chain and reports the last event's id and hash: removing the
+newest rows leaves a shorter chain that still verifies, so an auditor compares that
+last id and hash with the ones syslog received (app/README.md, "Audit trail").
 """
 
 import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import syslog
 from app.metrics import AUDIT_WRITE_FAILURES
 from app.models import AuditEvent
 from app.settings import Environment, Settings
@@ -113,12 +120,14 @@ async def record(
         event.hash = link(key, event.prev_hash, event)
         session.add(event)
         await session.flush()
-        return event
     except Exception as exc:
         AUDIT_WRITE_FAILURES.inc()
         if isinstance(exc, AuditUnavailable):
             raise
         raise AuditUnavailable(f"audit write failed ({type(exc).__name__})") from exc
+    # sent only if and when the caller's transaction commits
+    syslog.schedule(session, settings, event)
+    return event
 
 
 @dataclass(frozen=True)
@@ -127,30 +136,55 @@ class Verdict:
     checked: int
     first_broken_id: int | None = None
     reason: str = ""
+    # the last row whose link holds: the whole chain's end when ``ok``
+    last_id: int | None = None
+    last_hash: str = GENESIS
+
+
+class _Walk:
+    """Checks rows one at a time, so a long chain is never held in memory at once."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key, self.prev, self.count = key, GENESIS, 0
+        self.last_id: int | None = None
+        self.broken: Verdict | None = None
+
+    def feed(self, row: AuditEvent) -> bool:
+        """Check the next row; False once a link is broken (``broken`` says where)."""
+        self.count += 1
+        reason = ""
+        if row.prev_hash != self.prev:
+            reason = "prev_hash does not match the previous row"
+        elif not hmac.compare_digest(row.hash, link(self.key, self.prev, row)):
+            reason = "hash does not match the row's content"
+        if reason:
+            self.broken = Verdict(False, self.count, row.id, reason, self.last_id, self.prev)
+            return False
+        self.prev, self.last_id = row.hash, row.id
+        return True
+
+    def verdict(self) -> Verdict:
+        return self.broken or Verdict(True, self.count, last_id=self.last_id, last_hash=self.prev)
 
 
 def verify_rows(key: bytes, rows: Iterable[AuditEvent]) -> Verdict:
-    prev, count = GENESIS, 0
+    walk = _Walk(key)
     for row in rows:
-        count += 1
-        if row.prev_hash != prev:
-            return Verdict(False, count, row.id, "prev_hash does not match the previous row")
-        if not hmac.compare_digest(row.hash, link(key, prev, row)):
-            return Verdict(False, count, row.id, "hash does not match the row's content")
-        prev = row.hash
-    return Verdict(True, count)
-
-
-async def _rows(session: AsyncSession) -> AsyncIterator[AuditEvent]:
-    result = await session.stream_scalars(
-        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)
-    )
-    async for row in result:
-        yield row
+        if not walk.feed(row):
+            break
+    return walk.verdict()
 
 
 async def verify(session: AsyncSession, settings: Settings) -> Verdict:
     """Walk the whole chain; name the first row whose link is broken."""
-    key = _key(settings)
-    rows = [row async for row in _rows(session)]
-    return verify_rows(key, rows)
+    walk = _Walk(_key(settings))
+    result = await session.stream_scalars(
+        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)
+    )
+    try:
+        async for row in result:
+            if not walk.feed(row):
+                break
+    finally:
+        await result.close()
+    return walk.verdict()
