@@ -1,0 +1,252 @@
+"""``clinchat-admin``: the operator's command line.
+
+    clinchat-admin migrate                      schema migrations (as the schema owner)
+    clinchat-admin create-user NAME --role admin [--role ...] [--password-file FILE]
+    clinchat-admin ingest DIR [--now]           add every supported file as a document
+    clinchat-admin audit verify                 walk the audit chain
+    clinchat-admin reindex                      re-embed every searchable chunk
+    clinchat-admin worker                       the ingestion worker (as app.kb.worker)
+
+Settings come from the environment and credentials exactly as the service's do
+(app/settings.py). An expected failure is one line on stderr and an exit status,
+never a traceback: 1 the check failed (a broken audit chain, a refused file), 2 bad
+input (a weak password, an unknown role, invalid settings), 3 a dependency is down
+(the line names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import psycopg
+import redis.exceptions
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.audit import AuditUnavailable
+from app.crypto import KeysUnavailable
+from app.errors import DependencyUnavailable
+from app.models import Role
+from app.settings import Settings, get_settings
+
+OK, CHECK_FAILED, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+T = TypeVar("T")
+
+
+class Failed(Exception):
+    """An expected failure: ``message`` is the one line printed, ``code`` the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _dependency(exc: BaseException) -> str | None:
+    """The name of the dependency an exception says is down, if it says one is."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, DependencyUnavailable):
+            return error.name
+        if isinstance(error, KeysUnavailable):
+            return "vault"
+        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return "redis"
+        if isinstance(error, OperationalError | psycopg.OperationalError):
+            return "database"
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return "database"
+    return None
+
+
+def _run(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` on a fresh event loop, closing the pools it opened."""
+
+    async def main() -> T:
+        from app import db, redis_client
+
+        try:
+            return await work()
+        finally:
+            await db.dispose_all()
+            await redis_client.close_all()
+
+    return asyncio.run(main())
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from alembic.script import ScriptDirectory
+
+    from app import migrate as migrations
+
+    migrations.upgrade(settings)
+    # the app's role cannot read alembic_version: the head is where upgrade() left it
+    head = ScriptDirectory.from_config(migrations.alembic_config(settings)).get_current_head()
+    print(f"ok: database at revision {head}")
+    return OK
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        from_stdin = args.password_file == "-"  # noqa: S105 -- a file name, not a password
+        try:
+            text = sys.stdin.read() if from_stdin else Path(args.password_file).read_text()
+        except OSError as exc:
+            raise Failed(f"cannot read the password file ({exc.strerror})", BAD_INPUT) from exc
+        return text.rstrip("\r\n")  # a file usually ends with a newline; the password does not
+    first = getpass.getpass(f"Password for {args.username}: ")
+    if getpass.getpass("Again: ") != first:
+        raise Failed("the passwords differ", BAD_INPUT)
+    return first
+
+
+def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth.local import PasswordPolicyError, create_local_user
+    from app.db import sessionmaker
+
+    password = _read_password(args)
+
+    async def work() -> str:
+        async with sessionmaker(settings)() as session:
+            user = await create_local_user(
+                session, args.username, password, args.role, settings=settings
+            )
+            return str(user.id)
+
+    try:
+        user_id = _run(settings, work)
+    except PasswordPolicyError as exc:
+        raise Failed(str(exc), BAD_INPUT) from exc
+    print(f"ok: local user {args.username.strip()} ({', '.join(sorted(set(args.role)))}) {user_id}")
+    return OK
+
+
+def ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from app.kb.worker import ADMIN_CLI, ingest_path
+
+    try:
+        results = _run(
+            settings, lambda: ingest_path(settings, args.path, ADMIN_CLI, process=args.now)
+        )
+    except FileNotFoundError as exc:
+        raise Failed(str(exc), BAD_INPUT) from exc
+    bad = 0
+    for result in results:
+        fields = [result.outcome, result.path, str(result.document_id or "-")]
+        if result.message:
+            fields.append(result.message)
+        print(" ".join(fields))
+        bad += result.outcome in ("refused", "failed", "retry")
+    print(f"ingested {len(results) - bad} of {len(results)} files")
+    return CHECK_FAILED if bad else OK
+
+
+def audit_verify(settings: Settings, _: argparse.Namespace) -> int:
+    from app.audit.chain import Verdict, verify
+    from app.db import sessionmaker
+
+    async def work() -> Verdict:
+        async with sessionmaker(settings)() as session:
+            return await verify(session, settings)
+
+    verdict = _run(settings, work)
+    if not verdict.ok:
+        raise Failed(
+            f"broken: event {verdict.first_broken_id}: {verdict.reason} "
+            f"({verdict.checked} events checked; last intact id {verdict.last_id or '-'})",
+            CHECK_FAILED,
+        )
+    print(
+        f"ok: {verdict.checked} events, last id {verdict.last_id or '-'} hash {verdict.last_hash}"
+    )
+    return OK
+
+
+def reindex(settings: Settings, _: argparse.Namespace) -> int:
+    from app.kb.worker import reindex as reindex_chunks
+
+    count = _run(settings, lambda: reindex_chunks(settings))
+    print(f"ok: {count} chunks re-embedded")
+    return OK
+
+
+def worker(_: Settings, __: argparse.Namespace) -> int:
+    from app.kb.worker import main as worker_main
+
+    worker_main()  # logs JSON like the service; stops on SIGTERM or SIGINT
+    return OK
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="clinchat-admin", description="ClinChat administration (settings from the environment)"
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="apply the schema migrations").set_defaults(run=migrate)
+
+    user = commands.add_parser("create-user", help="create a local (break-glass) account")
+    user.add_argument("username")
+    user.add_argument(
+        "--role", action="append", required=True, choices=[r.value for r in Role],
+        help="a role; repeat for more",
+    )  # fmt: skip
+    user.add_argument("--password-file", help="read the password from FILE ('-': stdin)")
+    user.set_defaults(run=create_user)
+
+    files = commands.add_parser("ingest", help="add every supported file under DIR")
+    files.add_argument("path", metavar="DIR")
+    files.add_argument("--now", action="store_true", help="process here instead of the worker")
+    files.set_defaults(run=ingest)
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    audit_commands.add_parser("verify", help="verify the HMAC chain").set_defaults(run=audit_verify)
+
+    commands.add_parser("reindex", help="re-embed every searchable chunk").set_defaults(run=reindex)
+    commands.add_parser("worker", help="run the ingestion worker").set_defaults(run=worker)
+    return top
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"clinchat-admin: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # a field's name, never its value (it may be a secret); our own checks' messages
+        problems = sorted({".".join(str(p) for p in e["loc"]) or e["msg"] for e in exc.errors()})
+        _fail(f"invalid settings: {'; '.join(problems)}", BAD_INPUT)
+    try:
+        code = args.run(settings, args)
+    except Failed as exc:
+        _fail(exc.message, exc.code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        name = _dependency(exc)
+        if name is not None:
+            _fail(f"{name} is unavailable ({type(exc).__name__})", UNAVAILABLE)
+        if isinstance(exc, AuditUnavailable):
+            _fail(str(exc), UNAVAILABLE)
+        raise  # a bug: the traceback is what a developer needs
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
