@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,6 +171,27 @@ def test_create_user_then_sign_in(settings: Settings, client: TestClient, tmp_pa
         "source": "local",
         "roles": ["admin", "auditor"],
     }
+
+
+def test_the_cli_sends_its_events_to_syslog_before_it_exits(settings: Settings) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        username = f"syslogged-{uuid.uuid4().hex[:6]}"
+        result = admin(
+            settings, "create-user", username, "--role", "admin", "--password-file", "-",
+            stdin="synthetic-long-pass-phrase\n",
+            syslog_address=f"127.0.0.1:{collector.getsockname()[1]}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        line = collector.recv(65535).decode()
+    [(event_id, event_hash)] = query(
+        settings, "SELECT id, hash FROM audit_events WHERE action = 'user.create' ORDER BY id DESC"
+        " LIMIT 1",
+    )  # fmt: skip
+    assert re.match(r"<\d+>1 \S+ \S+ clinchat \d+ user\.create \[clinchat@32473 ", line), line
+    assert f'id="{event_id}" hash="{event_hash}"' in line
+    assert "synthetic-long-pass-phrase" not in line
 
 
 @pytest.mark.parametrize(
