@@ -5,10 +5,12 @@ sends gives a 500, and no error body or log line carries request content.
 """
 
 import logging
+from typing import Any
 
 import psycopg
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -33,7 +35,20 @@ def unavailable(name: str, reason: str = "unavailable") -> JSONResponse:
     )
 
 
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Where and what is wrong, without the submitted value (it may hold PHI)."""
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in exc.errors()
+    ]
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 echoes the input back; this one names the field only.
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+
     @app.exception_handler(DependencyUnavailable)
     async def _dependency(_: Request, exc: DependencyUnavailable) -> JSONResponse:
         log.warning("dependency %s: %s", exc.name, exc.reason)

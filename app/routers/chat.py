@@ -14,14 +14,11 @@ audited with the break-glass flag. Validation errors never echo what was sent.
 """
 
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from app.auth.deps import Clinician
@@ -37,30 +34,7 @@ TITLE_MAX_CHARS = 200
 _CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
 
 
-def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """Where and what is wrong, without the submitted value (it may hold PHI)."""
-    return [
-        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
-        for error in exc.errors()
-    ]
-
-
-class NoEchoRoute(APIRoute):
-    """422s that name the field and the problem but never echo the input back."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
-
-        return route
-
-
-router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], route_class=NoEchoRoute)
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
 
 def _no_control_characters(value: str) -> str:

@@ -204,11 +204,15 @@ async def break_glass_stop(
 
 
 def install(app: FastAPI) -> None:
-    """The HTML 401: browsers get the login form; API clients keep their JSON."""
+    """HTML errors for browsers (401: the login form; 403: a page saying so); API
+    clients keep their JSON."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == status.HTTP_401_UNAUTHORIZED and wants_html(request):
             settings = request.app.dependency_overrides.get(get_settings, get_settings)()
             return login_page(request, settings, exc.status_code, request.url.path)
+        if exc.status_code == status.HTTP_403_FORBIDDEN and wants_html(request):
+            # the detail is the app's own wording (a role, a CSRF token), never user input
+            return render(request, "forbidden.html", exc.status_code, detail=str(exc.detail))
         return await http_exception_handler(request, exc)
