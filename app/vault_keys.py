@@ -1,0 +1,198 @@
+"""Data keys from Vault/OpenBao transit: the production ``KeyKeeper`` of app/crypto.py.
+
+The app signs in with AppRole (``vault_role_id`` / ``vault_secret_id``), verifies
+Vault's certificate against ``vault_ca_cert``, asks
+``<mount>/datakey/plaintext/<key>`` for each new data key and
+``<mount>/decrypt/<key>`` to unwrap one; the key-encryption key never leaves
+Vault. ``Cipher`` caches data keys, so Vault is asked once per data key.
+
+Failures:
+
+- Vault unreachable, sealed, answering 5xx, or refusing the app's role:
+  :class:`app.crypto.KeysUnavailable` (the app answers 503 naming "vault");
+- a wrapped key Vault will not decrypt (tampered, or not one of this key's):
+  :class:`app.crypto.DecryptionError`.
+
+The token is renewed by signing in again: shortly before its lease ends, and once
+at once when Vault answers 403 (the token was revoked or expired early).
+Exception messages carry exception types only, never Vault's answer text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+from app.crypto import DecryptionError, KeysUnavailable
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 5
+# Sign in again when this share of the token's lease has passed.
+TOKEN_RENEW_AT = 0.8
+WRAPPED_PREFIX = b"vault:"
+
+# Vault down, sealed, overloaded or misconfigured (no such mount or key): a 503, not a 500.
+_UNAVAILABLE = (
+    requests.exceptions.RequestException,
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.VaultNotInitialized,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.RateLimitExceeded,
+    hvac.exceptions.UnexpectedError,
+    hvac.exceptions.InvalidPath,
+    hvac.exceptions.Unauthorized,
+    hvac.exceptions.PreconditionFailed,
+)
+
+Response = dict[str, Any]
+
+
+class VaultKeys:
+    """Data keys wrapped by the transit key ``settings.vault_transit_key``; thread-safe."""
+
+    def __init__(self, settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()  # guards the token and signing in
+        self._token = ""
+        self._token_renew_at = 0.0
+        # One HTTP client per thread: a requests session is not safe to share between them.
+        self._local = threading.local()
+
+    # -- KeyKeeper ----------------------------------------------------------------------
+
+    def new_data_key(self) -> tuple[bytes, bytes]:
+        """A fresh 256-bit data key and its transit ciphertext (``vault:v<n>:...``)."""
+        settings = self._settings
+        answer = self._call(
+            lambda client: client.secrets.transit.generate_data_key(
+                name=settings.vault_transit_key,
+                key_type="plaintext",
+                bits=256,
+                mount_point=settings.vault_transit_mount,
+            ),
+            "new data key",
+            refused=KeysUnavailable,
+        )
+        try:
+            key = base64.b64decode(answer["data"]["plaintext"], validate=True)
+            wrapped = str(answer["data"]["ciphertext"]).encode("ascii")
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise KeysUnavailable("vault sent a malformed data key") from exc
+        if len(key) != 32:
+            raise KeysUnavailable("vault sent a data key that is not 256 bits")
+        return key, wrapped
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        if not wrapped.startswith(WRAPPED_PREFIX):
+            raise DecryptionError("data key was not wrapped by vault")
+        settings = self._settings
+        try:
+            ciphertext = wrapped.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise DecryptionError("data key is not a vault ciphertext") from exc
+        answer = self._call(
+            lambda client: client.secrets.transit.decrypt_data(
+                name=settings.vault_transit_key,
+                ciphertext=ciphertext,
+                mount_point=settings.vault_transit_mount,
+            ),
+            "unwrap",
+            refused=DecryptionError,  # tampered, or wrapped by another key
+        )
+        try:
+            return base64.b64decode(answer["data"]["plaintext"], validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise KeysUnavailable("vault sent a malformed key") from exc
+
+    # -- talking to Vault ---------------------------------------------------------------
+
+    def _client(self) -> hvac.Client:
+        client: hvac.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = hvac.Client(
+                url=self._settings.vault_addr,
+                verify=self._settings.vault_ca_cert or True,
+                timeout=self._timeout_s,
+            )
+            self._local.client = client
+        return client
+
+    def _login(self) -> None:
+        """AppRole sign-in; the caller holds ``self._lock``."""
+        settings = self._settings
+        try:
+            answer = self._client().auth.approle.login(
+                role_id=settings.vault_role_id,
+                secret_id=settings.vault_secret_id.get_secret_value(),
+                use_token=False,
+            )
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
+            # a wrong or expired secret id: the app cannot get keys until an operator acts
+            log.error("vault: AppRole sign-in refused (%s)", type(exc).__name__)
+            raise KeysUnavailable("vault refused the AppRole sign-in") from exc
+        except _UNAVAILABLE as exc:
+            raise KeysUnavailable(f"vault unreachable ({type(exc).__name__})") from exc
+        try:
+            token = str(answer["auth"]["client_token"])
+            lease_s = float(answer["auth"].get("lease_duration") or 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeysUnavailable("vault sent a malformed sign-in answer") from exc
+        self._token = token
+        # lease 0: a token that does not expire
+        self._token_renew_at = (
+            time.monotonic() + lease_s * TOKEN_RENEW_AT if lease_s > 0 else float("inf")
+        )
+        log.info("vault: signed in with AppRole")
+
+    def _valid_token(self, refused: str = "") -> str:
+        """A token to use: signs in when there is none, it is old, or it is ``refused``."""
+        with self._lock:
+            stale = time.monotonic() >= self._token_renew_at
+            if not self._token or self._token == refused or stale:
+                self._login()
+            return self._token
+
+    def _call(
+        self,
+        request: Callable[[hvac.Client], Response],
+        what: str,
+        refused: type[Exception],
+    ) -> Response:
+        """``request`` with a valid token; a 403 means the token went bad: sign in, try once more.
+
+        Vault's 400 (it will not do this with this input) raises ``refused``.
+        """
+        if not self._settings.vault_addr:
+            raise KeysUnavailable("vault is not configured")
+        token = self._valid_token()
+        for attempt in (1, 2):
+            client = self._client()
+            client.token = token
+            try:
+                return request(client)
+            except hvac.exceptions.Forbidden as exc:
+                if attempt == 2:
+                    # refused with a fresh token: the role's policy lacks this key
+                    log.error("vault: %s refused to a fresh token", what)
+                    raise KeysUnavailable("vault refuses the app's role") from exc
+                log.info("vault: token refused, signing in again")
+                token = self._valid_token(refused=token)
+            except hvac.exceptions.InvalidRequest as exc:
+                raise refused(f"vault refused the {what} request") from exc
+            except _UNAVAILABLE as exc:
+                log.warning("vault: %s failed (%s)", what, type(exc).__name__)
+                raise KeysUnavailable(f"vault unreachable ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
