@@ -1,15 +1,27 @@
-"""Liveness, readiness and version. Public: they reveal no data."""
+"""Liveness, readiness and version. Public: they reveal no data.
 
+Readiness asks every dependency at once, each with a short timeout: the
+database (a query), Redis (PING), Vault (sys/health: initialised and unsealed;
+only when data keys come from Vault) and the serving (its model list). One
+that is not configured is reported so and does not make the app unready,
+except the database, which the app cannot work without.
+"""
+
+import asyncio
 import logging
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app import __version__, db
 from app.metrics import DEPENDENCY_FAILURES, exposition
-from app.settings import Settings, get_settings
+from app.redis_client import redis_for
+from app.settings import EncryptionMode, Settings, get_settings
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -17,6 +29,11 @@ log = logging.getLogger(__name__)
 
 class Liveness(BaseModel):
     status: str = "ok"
+
+
+# A check's outcome; only DOWN makes the app unready.
+UP, DOWN, NOT_CONFIGURED, NOT_USED = "up", "down", "not configured", "not used"
+CHECK_TIMEOUT_S = 2.0
 
 
 class Readiness(BaseModel):
@@ -27,7 +44,16 @@ class Readiness(BaseModel):
     model_config = {
         "json_schema_extra": {
             "examples": [
-                {"status": "unavailable", "checks": {"database": "down"}, "down": ["database"]}
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "database": "up",
+                        "redis": "up",
+                        "vault": "down",
+                        "serving": "not configured",
+                    },
+                    "down": ["vault"],
+                }
             ]
         }
     }
@@ -43,19 +69,86 @@ async def health() -> Liveness:
     return Liveness()
 
 
+class NotReady(Exception):
+    """A dependency answered, but not as a working one (sealed, an error status)."""
+
+
+def _verify(ca_cert: str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+
+
+async def _database(settings: Settings) -> None:
+    await db.ping(settings)
+
+
+async def _redis(settings: Settings) -> None:
+    await redis_for(settings).ping()
+
+
+async def _vault(settings: Settings) -> None:
+    async with httpx.AsyncClient(verify=_verify(settings.vault_ca_cert)) as client:
+        # standbyok: a standby node forwards requests, so it counts as up
+        response = await client.get(
+            f"{settings.vault_addr.rstrip('/')}/v1/sys/health", params={"standbyok": "true"}
+        )
+    health = response.json()  # sealed or uninitialised still answer JSON (503, 501)
+    if not health.get("initialized") or health.get("sealed"):
+        raise NotReady("sealed or not initialised")
+
+
+async def _serving(settings: Settings) -> None:
+    token = settings.serving_token.get_secret_value()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(
+        verify=_verify(settings.serving_ca_cert), headers=headers
+    ) as client:
+        response = await client.get(f"{settings.serving_url.rstrip('/')}/models")
+    if response.status_code != 200:
+        raise NotReady(f"status {response.status_code}")
+
+
+Probe = Callable[[Settings], Awaitable[None]]
+
+
+async def _check(name: str, probe: Probe, settings: Settings) -> str:
+    try:
+        await asyncio.wait_for(probe(settings), CHECK_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        # The exception text can hold a host name or a URL; log its type only.
+        log.warning("readiness: %s down (%s)", name, type(exc).__name__)
+        DEPENDENCY_FAILURES.labels(name).inc()
+        return DOWN
+    return UP
+
+
+def _probes(settings: Settings) -> tuple[dict[str, Probe], dict[str, str]]:
+    """The checks to run, and the dependencies not asked with the reason."""
+    probes: dict[str, Probe] = {"database": _database}
+    skipped: dict[str, str] = {}
+    if settings.redis_url:
+        probes["redis"] = _redis
+    else:
+        skipped["redis"] = NOT_CONFIGURED
+    if settings.encryption_mode is not EncryptionMode.vault:
+        skipped["vault"] = NOT_USED  # development: data keys from a local file
+    elif settings.vault_addr:
+        probes["vault"] = _vault
+    else:
+        skipped["vault"] = NOT_CONFIGURED
+    if settings.serving_url:
+        probes["serving"] = _serving
+    else:
+        skipped["serving"] = NOT_CONFIGURED
+    return probes, skipped
+
+
 @router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
     """200 only when a request would succeed; 503 naming every dependency that is down."""
-    checks: dict[str, str] = {}
-    try:
-        await db.ping(settings)
-        checks["database"] = "up"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        # The exception text can hold the host name but never user data; log its type only.
-        log.warning("readiness: database down (%s)", type(exc).__name__)
-        DEPENDENCY_FAILURES.labels("database").inc()
-        checks["database"] = "down"
-    down = [name for name, state in checks.items() if state != "up"]
+    probes, skipped = _probes(settings)
+    results = await asyncio.gather(*(_check(n, p, settings) for n, p in probes.items()))
+    checks = dict(zip(probes, results, strict=True)) | skipped
+    down = [name for name, state in checks.items() if state == DOWN]
     body = Readiness(status="unavailable" if down else "ok", checks=checks, down=down)
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
 
