@@ -18,6 +18,7 @@ from app.routers import auth as auth_api
 from app.routers import chat as chat_api
 from app.routers import documents as documents_api
 from app.routers import health, openai_facade
+from app.routers import phi as phi_api
 from app.web import pages_audit, pages_auth, pages_chat, pages_documents
 
 
@@ -68,3 +69,4 @@ app.include_router(openai_facade.router)
 app.include_router(pages_chat.router)
 app.include_router(audit_api.router)
 app.include_router(pages_audit.router)
+app.include_router(phi_api.router)
