@@ -155,7 +155,7 @@ def test_checks_run_at_once_with_a_short_timeout(
     assert response.status_code == 503
     assert sorted(response.json()["down"]) == ["serving", "vault"]
     # two checks of 2 s each, run together: about 2 s, not 4
-    assert 1.9 < elapsed < 3.5, elapsed
+    assert 1.9 < elapsed < 3.9, elapsed
 
 
 def test_a_serving_answering_an_error_is_down(
