@@ -25,7 +25,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from tests.services.pki import TestPki
 from tests.services.postgres import free_port
+from tests.services.process import ServerProcess
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -65,7 +65,7 @@ def _server_user() -> str | None:
 
 
 @dataclass
-class PrivateLdap:
+class PrivateLdap(ServerProcess):
     root: Path
     pki: TestPki
     base_dn: str = "dc=hospital,dc=test"
@@ -210,21 +210,3 @@ access to *
                 self.stop()
                 raise RuntimeError(f"slapd did not listen in {timeout_s} s")
             time.sleep(0.05)
-
-    def is_running(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -33,6 +32,7 @@ import httpx
 
 from tests.services.pki import TestPki
 from tests.services.postgres import free_port
+from tests.services.process import ServerProcess
 
 ROLE = "clinchat-app"
 TRANSIT_KEY = "clinchat"
@@ -63,7 +63,7 @@ def bao_binary() -> Path:
 
 
 @dataclass
-class PrivateOpenBao:
+class PrivateOpenBao(ServerProcess):
     root: Path
     pki: TestPki
     port: int = field(default_factory=free_port)
@@ -73,6 +73,7 @@ class PrivateOpenBao:
     role_id: str = ""
     secret_id: str = field(default="", repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    stop_timeout_s = 15  # not a field: raft flushes its log on the way down
 
     def __post_init__(self) -> None:
         while self.cluster_port == self.port:
@@ -223,30 +224,6 @@ audit "file" "file" {{
                 "/auth/approle/login", json={"role_id": self.role_id, "secret_id": self.secret_id}
             )
             return str(_ok(response).json()["auth"]["client_token"])
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text()[-2000:]
-        except OSError:
-            return "(no log)"
-
-    def is_running(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self, timeout_s: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
 
 def _ok(response: httpx.Response) -> httpx.Response:

@@ -14,7 +14,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tests.services.pki import TestPki
 from tests.services.postgres import free_port
+from tests.services.process import ServerProcess
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -38,7 +38,7 @@ def _server_user() -> str | None:
 
 
 @dataclass
-class PrivateRedis:
+class PrivateRedis(ServerProcess):
     root: Path
     pki: TestPki
     username: str = "clinchat"
@@ -119,27 +119,3 @@ class PrivateRedis:
                 self.stop()
                 raise RuntimeError(f"redis-server did not listen in {timeout_s} s")
             time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text()[-2000:]
-        except OSError:
-            return "(no log)"
-
-    def is_running(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            return False
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
