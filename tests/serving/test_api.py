@@ -145,6 +145,7 @@ def test_disconnected_stream_frees_slot(make_server) -> None:  # type: ignore[no
         return real_run(*args, **kwargs)
 
     engine.runner.run = slow_run
+    engine.eos_ids = set()  # the random model must not end the request early
     body = {"model": MODEL, "prompt": "Hello", "max_tokens": 200, "stream": True}
     with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=30) as r:
         for line in r.iter_lines():
@@ -168,10 +169,11 @@ def test_disconnected_request_frees_slot(make_server) -> None:  # type: ignore[n
     real_run = engine.runner.run
 
     def slow_run(*args, **kwargs):  # type: ignore[no-untyped-def]
-        time.sleep(0.02)
+        time.sleep(0.02)  # 200 tokens would take 4 s
         return real_run(*args, **kwargs)
 
     engine.runner.run = slow_run
+    engine.eos_ids = set()  # the random model must not end the request early
     body = {"model": MODEL, "prompt": "Hello", "max_tokens": 200}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(srv.url + "/v1/completions", json=body, timeout=0.5)
@@ -179,6 +181,10 @@ def test_disconnected_request_frees_slot(make_server) -> None:  # type: ignore[n
     while engine.num_running and time.monotonic() - t0 < 2:
         time.sleep(0.01)
     assert engine.num_running == 0 and engine.cache.num_free == 2
+    metrics = httpx.get(srv.url + "/metrics").text
+    assert (
+        'vllm:request_success_total{finished_reason="abort",model_name="tiny-llama"} 1.0' in metrics
+    )
 
 
 def test_health_503_until_loaded_then_200_then_503_when_engine_dies(make_server) -> None:  # type: ignore[no-untyped-def]
