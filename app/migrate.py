@@ -19,19 +19,3 @@ def alembic_config(settings: Settings) -> Config:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
-
-
-def current(settings: Settings) -> str | None:
-    import psycopg
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
-
-    from app.db import conninfo
-
-    engine = create_engine(
-        "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(conninfo(settings)),
-        poolclass=pool.NullPool,
-    )
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
