@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export CLINCHAT_CACHE ?= /var/cache/clinchat
 LAB := tests/lab/clinchat-lab
-MOLECULE_SCENARIOS := base pki postgresql app nginx
+MOLECULE_SCENARIOS := bundle base pki postgresql app nginx
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 
 .PHONY: help setup venv dev lint unit infra bundle lab-image lab lab-down molecule e2e test clean
