@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,22 @@ from pydantic import ValidationError
 from serving.settings import Settings
 
 SUBCOMMANDS = ("make-test-model", "manifest", "bench")
+
+# Mozilla's "intermediate" TLS 1.2 suites (forward secret, AEAD only); TLS 1.3 suites are
+# OpenSSL's own, all of them acceptable.
+TLS_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -54,6 +71,8 @@ def serve_parser() -> argparse.ArgumentParser:
     a("--embedding-model-dir", type=Path, help="[CLINCHAT_SERVE_EMBEDDING_MODEL_DIR]")
     a("--embedding-model-name", help="[CLINCHAT_SERVE_EMBEDDING_MODEL_NAME]")
     a("--api-key-file", type=Path, help="bearer token file [CLINCHAT_SERVE_API_KEY_FILE]")
+    a("--tls-cert-file", type=Path, help="PEM certificate [CLINCHAT_SERVE_TLS_CERT_FILE]")
+    a("--tls-key-file", type=Path, help="PEM private key [CLINCHAT_SERVE_TLS_KEY_FILE]")
     a(
         "--require-manifest",
         action=argparse.BooleanOptionalAction,
@@ -109,19 +128,41 @@ def serve(argv: list[str]) -> int:
     app = create_app(
         settings, functools.partial(_load_verified, default_loader), on_load_error=on_load_error
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(settings, app))
     server.run()
     if failed:
         print(f"clinchat-serve: loading the model failed: {failed[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def server_config(settings: Settings, app: Any) -> Any:
+    """uvicorn's config: plain HTTP, or with a certificate HTTPS only (TLS 1.2 minimum)."""
+    import uvicorn
+
+    tls: dict[str, Any] = {}
+    if settings.tls_cert_file is not None:
+        tls = {
+            "ssl_certfile": str(settings.tls_cert_file),
+            "ssl_keyfile": str(settings.tls_key_file),
+            "ssl_ciphers": TLS_CIPHERS,
+            "ssl_context_factory": _tls_floor,
+        }
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+        **tls,
+    )
+
+
+def _tls_floor(config: Any, default_factory: Any) -> ssl.SSLContext:
+    # uvicorn has no option for the lowest protocol version; set it on its own context.
+    context: ssl.SSLContext = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _load_verified(default_loader: Any, settings: Settings, metrics: Any) -> Any:

@@ -67,12 +67,22 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         default=None, description="File holding the bearer token (first line)."
     )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain): serve HTTPS only, TLS 1.2 or later."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
     require_manifest: bool = Field(
         default=False, description="Refuse to start when the model dir has no manifest.json."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level."
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
     @model_validator(mode="after")
     def _read_key_file(self) -> Settings:
