@@ -1,10 +1,17 @@
 """postgresql: the app host connects over verified TLS with its password; no
-TLS, a wrong password, TLS 1.1, another host or another user are refused."""
+TLS, a wrong password, TLS 1.1, another host or another user are refused;
+Mozilla's intermediate TLS profile (sslyze); a bad file never replaces a good
+one; a setting that needs a restart waits for postgresql_restart_ok."""
 
+import json
+import os
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
-from labtest import lab_host, secret
+from labtest import PKI_DIR, lab_host, secret
+from tlscheck import client_allows_old_tls, handshake, mozilla_intermediate
 
 DB = "10.213.0.22"
 CA = "/etc/clinchat/pki/ca.crt"
@@ -68,9 +75,17 @@ def test_wrong_password_is_refused(app_host):
     assert "password authentication failed" in result.stderr
 
 
-def test_tls_below_1_2_is_refused(app_host):
-    result = psql(app_host, "SELECT 1", ssl_max_protocol_version="TLSv1.1")
-    assert result.rc != 0
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1.1"])
+def test_tls_below_1_2_is_refused_by_a_client_that_offers_it(version, tmp_path):
+    client_allows_old_tls(tmp_path)  # the same client gets through where it is allowed
+    assert handshake(DB, 5432, "TLSv1.2", starttls="postgres").returncode == 0
+    result = handshake(DB, 5432, version, starttls="postgres")
+    assert result.returncode != 0, result.stdout
+
+
+def test_tls_meets_mozilla_intermediate():
+    """sslyze from the controller over STARTTLS: protocols, suites, curves, certificate."""
+    mozilla_intermediate(DB, 5432, starttls="postgres", ca_file=str(PKI_DIR / "ca.crt"))
 
 
 def test_a_host_outside_the_app_group_is_refused():
@@ -99,6 +114,7 @@ def test_server_settings(db_host):
 
     assert show("ssl") == "on"
     assert show("ssl_min_protocol_version") == "TLSv1.2"
+    assert "CBC" not in show("ssl_ciphers") and "GCM" in show("ssl_ciphers")
     assert show("password_encryption") == "scram-sha-256"
     assert show("listen_addresses") == DB
     verifier = db_host.check_output(
@@ -108,3 +124,83 @@ def test_server_settings(db_host):
     assert verifier == "SCRAM-SHA-256$"
     assert db_host.socket(f"tcp://{DB}:5432").is_listening
     assert not db_host.socket("tcp://0.0.0.0:5432").is_listening
+
+
+def converge(tmp_path, extra_vars):
+    """The scenario's converge playbook with extra variables (its drift report aside)."""
+    env = os.environ | {"CLINCHAT_CHECK_DRIFT_FILE": str(tmp_path / "drift.json")}
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"]]
+        + ["-e", json.dumps(extra_vars)]
+        + [str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def sql(db_host, query):
+    return db_host.check_output(f"runuser -u postgres -- psql -XAtc {shlex.quote(query)}")
+
+
+def postmaster_pid(db_host):
+    return db_host.check_output("head -1 /var/lib/postgresql/17/main/postmaster.pid")
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "path", "message"),
+    [
+        (
+            {"postgresql_settings": {"no_such_setting": "1"}},
+            "/etc/postgresql/17/main/conf.d/50-clinchat.conf",
+            'unrecognized configuration parameter "no_such_setting"',
+        ),
+        (
+            {"postgresql_app_client_addresses": ["10.213.0.300/33"]},
+            "/etc/postgresql/17/main/pg_hba.conf",
+            "invalid IP address",
+        ),
+    ],
+    ids=["postgresql.conf", "pg_hba.conf"],
+)
+def test_a_bad_file_never_replaces_the_good_one(
+    db_host, app_host, tmp_path, extra_vars, path, message
+):
+    """The role run with a bad setting fails on that file; the live file stays,
+    the server still answers, and it still starts from the files on disk."""
+    before = db_host.file(path).sha256sum
+    result = converge(tmp_path, extra_vars)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout[-3000:]
+    assert db_host.file(path).sha256sum == before
+    assert psql(app_host, "SELECT 1").stdout.strip() == "1"
+    db_host.check_output("systemctl restart postgresql@17-main")
+    assert psql(app_host, "SELECT 1").stdout.strip() == "1"
+
+
+def test_a_setting_that_needs_a_restart_waits_for_restart_ok(db_host, tmp_path):
+    pid = postmaster_pid(db_host)
+    try:
+        result = converge(tmp_path, {"postgresql_settings": {"max_connections": "101"}})
+        assert result.returncode == 0, result.stdout[-3000:]
+        # reloaded, not restarted; the play says what waits
+        assert postmaster_pid(db_host) == pid
+        assert "PostgreSQL restart pending: max_connections" in result.stdout
+        assert sql(db_host, "SHOW max_connections") == "100"
+        assert (
+            sql(db_host, "SELECT name FROM pg_settings WHERE pending_restart") == "max_connections"
+        )
+
+        result = converge(
+            tmp_path,
+            {"postgresql_settings": {"max_connections": "101"}, "postgresql_restart_ok": True},
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert postmaster_pid(db_host) != pid
+        assert sql(db_host, "SHOW max_connections") == "101"
+        assert sql(db_host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
+    finally:
+        restored = converge(tmp_path, {"postgresql_restart_ok": True})
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert sql(db_host, "SHOW max_connections") == "100"
