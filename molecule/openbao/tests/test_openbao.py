@@ -332,7 +332,8 @@ def test_a_sealed_node_stops_the_play_then_is_unsealed(app_flow):  # noqa: ARG00
     failed = converge("-e", "openbao_init_file=/nonexistent/openbao-init.json")
     assert failed.returncode != 0
     message = f"OpenBao on {BAO} is sealed: give openbao_unseal_keys"
-    assert message in " ".join(failed.stdout.split()), failed.stdout[-3000:]
+    said = " ".join((failed.stdout + failed.stderr).split())
+    assert message in said, said[-3000:]
     assert admin("GET", "sys/seal-status")[1]["sealed"] is True
 
     again = converge()
