@@ -3,8 +3,11 @@
 Readiness asks every dependency at once, each with a short timeout: the
 database (a query), Redis (PING), Vault (sys/health: initialised and unsealed;
 only when data keys come from Vault) and the serving (its model list). One
-that is not configured is reported so and does not make the app unready,
-except the database, which the app cannot work without.
+that is not configured is reported so. In production it makes the app unready
+(503 naming it in `not_configured`): a deployment that forgot Redis cannot
+sign anyone in, so it is not ready. In development it is only reported.
+The directory (LDAP) is not a readiness check: while it is down, local
+break-glass accounts still sign in, and sign-in says which one is down.
 """
 
 import asyncio
@@ -21,7 +24,7 @@ from pydantic import BaseModel
 from app import __version__, db
 from app.metrics import DEPENDENCY_FAILURES, exposition
 from app.redis_client import redis_for
-from app.settings import EncryptionMode, Settings, get_settings
+from app.settings import EncryptionMode, Environment, Settings, get_settings
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
     down: list[str]
+    # Production only: dependencies the deployment did not configure.
+    not_configured: list[str] = []
 
     model_config = {
         "json_schema_extra": {
@@ -53,6 +58,7 @@ class Readiness(BaseModel):
                         "serving": "not configured",
                     },
                     "down": ["vault"],
+                    "not_configured": ["serving"],
                 }
             ]
         }
@@ -144,13 +150,22 @@ def _probes(settings: Settings) -> tuple[dict[str, Probe], dict[str, str]]:
 
 @router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
-    """200 only when a request would succeed; 503 naming every dependency that is down."""
+    """200 only when a request would succeed; 503 naming every dependency that is down
+    (and, in production, every one that is not configured)."""
     probes, skipped = _probes(settings)
     results = await asyncio.gather(*(_check(n, p, settings) for n, p in probes.items()))
     checks = dict(zip(probes, results, strict=True)) | skipped
     down = [name for name, state in checks.items() if state == DOWN]
-    body = Readiness(status="unavailable" if down else "ok", checks=checks, down=down)
-    return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+    missing = (
+        [name for name, state in checks.items() if state == NOT_CONFIGURED]
+        if settings.environment == Environment.production
+        else []
+    )
+    unready = bool(down or missing)
+    body = Readiness(
+        status="unavailable" if unready else "ok", checks=checks, down=down, not_configured=missing
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if unready else 200)
 
 
 @router.get("/version", response_model=VersionInfo)

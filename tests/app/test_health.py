@@ -67,7 +67,7 @@ def test_liveness(client: TestClient) -> None:
 def test_ready_when_every_dependency_answers(client: TestClient) -> None:
     response = client.get("/health/ready")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "checks": ALL_UP, "down": []}
+    assert response.json() == {"status": "ok", "checks": ALL_UP, "down": [], "not_configured": []}
 
 
 @pytest.mark.parametrize("name", ["database", "redis", "vault", "serving"])
@@ -82,6 +82,7 @@ def test_one_down_is_named_alone(
         "status": "unavailable",
         "checks": ALL_UP | {name: "down"},
         "down": [name],
+        "not_configured": [],
     }
     assert failures(name) == before + 1
     assert client.get("/health").status_code == 200, "liveness does not depend on them"
@@ -100,10 +101,10 @@ def test_every_one_down_is_named(
     assert client.get("/health").json() == {"status": "ok"}
 
 
-def test_not_configured_is_reported_and_not_unready(
+def test_not_configured_is_reported_and_not_unready_in_development(
     client: TestClient, use: Callable[..., Settings]
 ) -> None:
-    use(redis_url="", vault_addr="", serving_url="")
+    use(redis_url="", vault_addr="", serving_url="", environment="development")
     response = client.get("/health/ready")
     assert response.status_code == 200, response.text
     assert response.json()["checks"] == {
@@ -112,6 +113,29 @@ def test_not_configured_is_reported_and_not_unready(
         "vault": "not configured",
         "serving": "not configured",
     }
+    assert response.json()["not_configured"] == []
+
+
+@pytest.mark.parametrize("missing", ["redis_url", "vault_addr", "serving_url"])
+def test_not_configured_is_unready_in_production(
+    client: TestClient, use: Callable[..., Settings], missing: str
+) -> None:
+    use(environment="production", **{missing: ""})
+    response = client.get("/health/ready")
+    assert response.status_code == 503, response.text
+    name = missing.split("_")[0]
+    assert response.json()["not_configured"] == [name]
+    assert response.json()["down"] == []
+    assert response.json()["checks"][name] == "not configured"
+
+
+def test_production_with_everything_configured_is_ready(
+    client: TestClient, use: Callable[..., Settings]
+) -> None:
+    use(environment="production")
+    response = client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    assert response.json()["not_configured"] == []
 
 
 def test_local_keys_need_no_vault(client: TestClient, use: Callable[..., Settings]) -> None:

@@ -144,7 +144,7 @@ def test_a_certificate_near_its_end_is_renewed_and_check_mode_says_so(tmp_path):
     assert (end - start).days == 10
     # 10 days left, under pki_cert_renew_days (30): check mode reports the renewal.
     drift = converge(tmp_path, "--check")
-    assert [d["task"] for d in drift] == [
+    assert [d["task"].removeprefix("pki : ") for d in drift] == [
         "PKI | PATCH | Sign the host's certificate request with the lab CA (on the controller)",
         "PKI | PATCH | Ensure the host's certificate is installed",
     ], drift
