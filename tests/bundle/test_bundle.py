@@ -123,7 +123,12 @@ def test_wheelhouse_is_for_the_hosts_python(manifest: dict) -> None:
     names = [p.name for p in (BUNDLE / "wheels").glob("*.whl")]
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
     assert version
-    assert f"clinchat_appliance-{version.group(1)}-py3-none-any.whl" in names
+    # The project's version plus the build id from its sources (test_build_id.py).
+    built = manifest["python"]["project_version"]
+    assert re.fullmatch(rf"{re.escape(version.group(1))}\+b[0-9a-f]{{12}}", built), built
+    assert [n for n in names if n.startswith("clinchat_appliance-")] == [
+        f"clinchat_appliance-{built}-py3-none-any.whl"
+    ]
     for name in names:
         _dist, *_build, python, abi, platform = name[:-4].split("-")
         assert python in ("py3", "py2.py3", "cp313") or python.startswith("cp3"), name
@@ -131,7 +136,7 @@ def test_wheelhouse_is_for_the_hosts_python(manifest: dict) -> None:
         assert platform == "any" or all(
             re.fullmatch(r"manylinux\w*_x86_64", tag) for tag in platform.split(".")
         ), name
-    if not manifest["python"]["extras"]:
+    if "serving" not in manifest["python"]["extras"]:
         assert not [n for n in names if n.startswith("torch-")], "serving wheels without gpu hosts"
 
 

@@ -430,6 +430,21 @@ def source_files(project: Path, paths: Sequence[str]) -> list[Path]:
     return sorted(files)
 
 
+BUILD_ID_LENGTH = 12
+PROJECT_VERSION = re.compile(r'^(version\s*=\s*")([^"+]+)(")', re.MULTILINE)
+
+
+def stamp_build_id(pyproject: Path, key: str) -> None:
+    """Give the wheel the project's version plus a build id from its sources
+    (PEP 440 local version, 0.1.0+b1a2b3c4d5e6): a rebuilt wheel is a new version,
+    so hosts install it and restart, and the same sources always give the same id."""
+    text = pyproject.read_text()
+    stamped, count = PROJECT_VERSION.subn(rf"\g<1>\g<2>+b{key[:BUILD_ID_LENGTH]}\g<3>", text)
+    if count != 1:
+        raise BuildError(f'{pyproject}: no single `version = "..."` line to add the build id to')
+    pyproject.write_text(stamped)
+
+
 def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     project = Path(args.project).resolve()
     out = Path(args.out)
@@ -461,6 +476,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
             target = source / path.relative_to(project)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+        stamp_build_id(source / "pyproject.toml", key)
         built = Path(tmp) / "dist"
         run(
             [
@@ -511,14 +527,22 @@ def wheel_requirements(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
-    fields = ("Name:", "Version:", "Requires-Python:", "Requires-Dist:", "Provides-Extra:")
+    # Not the version: it carries the build id, which changes with every code change.
+    fields = ("Name:", "Requires-Python:", "Requires-Dist:", "Provides-Extra:")
     return [line for line in metadata.splitlines() if line.startswith(fields)]
 
 
+def project_prefix(wheel: Path) -> str:
+    """The file name prefix of every build of the project's wheel (`clinchat_appliance-`)."""
+    return wheel.name.split("-", 1)[0] + "-"
+
+
 def place_project_wheel(wheel: Path, dest: Path, check: bool) -> bool:
-    """Put the project's wheel (its code changes often) into the wheelhouse by content."""
+    """Put the project's wheel (its code changes often) into the wheelhouse by content,
+    and remove its earlier builds: the wheelhouse holds one build of the project."""
     target = dest / wheel.name
-    if target.is_file() and file_sha256(target) == file_sha256(wheel):
+    stale = [p for p in dest.glob(project_prefix(wheel) + "*.whl") if p.name != wheel.name]
+    if target.is_file() and file_sha256(target) == file_sha256(wheel) and not stale:
         return False
     if not check:
         dest.mkdir(parents=True, exist_ok=True)
@@ -526,6 +550,8 @@ def place_project_wheel(wheel: Path, dest: Path, check: bool) -> bool:
         shutil.copyfile(wheel, tmp)
         tmp.chmod(0o644)
         tmp.replace(target)
+        for path in stale:
+            path.unlink()
     return True
 
 
@@ -545,8 +571,9 @@ def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
     )
     state = load_state(state_path)
     current = listing(dest, "*.whl")
+    prefix = project_prefix(wheel)
     if state.get("key") == key and state.get("wheels") == {
-        k: v for k, v in current.items() if k != wheel.name
+        k: v for k, v in current.items() if not k.startswith(prefix)
     }:
         placed = place_project_wheel(wheel, dest, args.check)
         return {
@@ -631,7 +658,8 @@ def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
         added, removed = sync({**wheels, wheel.name: wheel}, dest, "*.whl")
     current = listing(dest, "*.whl")
     save_state(
-        state_path, {"key": key, "wheels": {k: v for k, v in current.items() if k != wheel.name}}
+        state_path,
+        {"key": key, "wheels": {k: v for k, v in current.items() if not k.startswith(prefix)}},
     )
     added = sorted(set(added) | ({wheel.name} if placed else set()))
     changed = bool(added or removed)
