@@ -6,6 +6,7 @@
     clinchat-admin audit verify                 walk the audit chain
     clinchat-admin reindex                      re-embed every searchable chunk
     clinchat-admin worker                       the ingestion worker (as app.kb.worker)
+    clinchat-admin vault-unwrap                 trade the wrapped AppRole secret id (unit start)
 
 Settings come from the environment and credentials exactly as the service's do
 (app/settings.py). An expected failure is one line on stderr and an exit status,
@@ -178,6 +179,16 @@ def reindex(settings: Settings, _: argparse.Namespace) -> int:
     return OK
 
 
+def vault_unwrap(settings: Settings, _: argparse.Namespace) -> int:
+    from app.vault_keys import UnwrapError, unwrap_secret_id
+
+    try:
+        print(f"ok: {unwrap_secret_id(settings)}")
+    except UnwrapError as exc:
+        raise Failed(str(exc), UNAVAILABLE if "unreachable" in str(exc) else CHECK_FAILED) from exc
+    return OK
+
+
 def worker(_: Settings, __: argparse.Namespace) -> int:
     from app.kb.worker import main as worker_main
 
@@ -216,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("reindex", help="re-embed every searchable chunk").set_defaults(run=reindex)
     commands.add_parser("worker", help="run the ingestion worker").set_defaults(run=worker)
+    commands.add_parser(
+        "vault-unwrap", help="trade the response-wrapped AppRole secret id for the secret id"
+    ).set_defaults(run=vault_unwrap)
     return top
 
 

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     vault_ca_cert: str | None = None
     vault_role_id: str = ""
     vault_secret_id: SecretStr = Field(SecretStr(""), description="secret: AppRole secret id")
+    # How the deployment gives it instead (roles/app): a response-wrapped secret
+    # id (single use) that `clinchat-admin vault-unwrap` trades for the secret id
+    # before the service starts, keeping it in vault_secret_id_file.
+    vault_wrapped_secret_id: SecretStr = Field(
+        SecretStr(""), description="secret: response-wrapped AppRole secret id (single use)"
+    )
+    vault_secret_id_file: str | None = Field(
+        None, description="the unwrapped secret id (0600, the service's state directory)"
+    )
     vault_transit_mount: str = "transit"
     vault_transit_key: str = "clinchat"
     data_key_ttl_s: int = Field(300, ge=1, le=86400, description="a data key is reused so long")

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -57,6 +60,70 @@ _UNAVAILABLE = (
 )
 
 Response = dict[str, Any]
+
+
+def secret_id(settings: Settings) -> str:
+    """The AppRole secret id: given as such, or unwrapped into vault_secret_id_file."""
+    given = settings.vault_secret_id.get_secret_value()
+    if given or not settings.vault_secret_id_file:
+        return given
+    try:
+        return Path(settings.vault_secret_id_file).read_text().strip()
+    except OSError as exc:
+        raise KeysUnavailable(
+            "vault: no AppRole secret id (clinchat-admin vault-unwrap has not run)"
+        ) from exc
+
+
+class UnwrapError(Exception):
+    """The wrapped secret id cannot be traded; the message says what to do."""
+
+
+def unwrap_secret_id(settings: Settings, timeout_s: float = TIMEOUT_S) -> str:
+    """Trade the response-wrapped secret id for the secret id, once per wrapping token,
+    and keep it in ``vault_secret_id_file`` (0600). Returns what happened.
+
+    A wrapping token works once. The file next to the secret id records which
+    token it came from (a SHA-256), so a restart reuses it and a new token from
+    the deployment replaces it. An unwrap Vault refuses means the token was used
+    or expired: someone else may have unwrapped it, which is the alarm.
+    """
+    wrapped = settings.vault_wrapped_secret_id.get_secret_value().strip()
+    if not wrapped or not settings.vault_secret_id_file:
+        raise UnwrapError(
+            "nothing to unwrap: CLINCHAT_VAULT_SECRET_ID_FILE and the credential "
+            "clinchat_vault_wrapped_secret_id are both needed"
+        )
+    target = Path(settings.vault_secret_id_file)
+    origin = target.with_name(target.name + ".from")
+    digest = hashlib.sha256(wrapped.encode()).hexdigest()
+    if target.is_file() and origin.is_file() and origin.read_text().strip() == digest:
+        return "the secret id of this wrapping token is already unwrapped"
+    client = hvac.Client(
+        url=settings.vault_addr, verify=settings.vault_ca_cert or True, timeout=timeout_s
+    )
+    client.token = wrapped
+    try:
+        answer = client.sys.unwrap()
+        value = str(answer["data"]["secret_id"])
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
+        raise UnwrapError(
+            "vault refused to unwrap the secret id: the wrapping token was used or has "
+            "expired. If this host did not use it, someone else did: investigate, then "
+            "run the app stage again to give the host a new one"
+        ) from exc
+    except _UNAVAILABLE as exc:
+        raise UnwrapError(f"vault unreachable ({type(exc).__name__})") from exc
+    except (KeyError, TypeError) as exc:
+        raise UnwrapError("vault sent a malformed unwrap answer") from exc
+    for path, text in ((target, value), (origin, digest)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text + "\n")
+        tmp.replace(path)
+    return "unwrapped the secret id"
 
 
 class VaultKeys:
@@ -136,7 +203,7 @@ class VaultKeys:
         try:
             answer = self._client().auth.approle.login(
                 role_id=settings.vault_role_id,
-                secret_id=settings.vault_secret_id.get_secret_value(),
+                secret_id=secret_id(settings),
                 use_token=False,
             )
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:

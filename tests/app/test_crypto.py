@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from app.crypto import Cipher, DecryptionError, KeysUnavailable, LocalKeys, cipher_for
 from app.models import Role
 from app.settings import EncryptionMode, Environment, Settings, get_settings
-from app.vault_keys import VaultKeys
-from tests.services.openbao import APP_POLICY, PrivateOpenBao, bao_binary
+from app.vault_keys import UnwrapError, VaultKeys, unwrap_secret_id
+from tests.services.openbao import APP_POLICY, ROLE, PrivateOpenBao, bao_binary
 from tests.services.postgres import free_port
 
 AAD = b"message"
@@ -348,3 +348,69 @@ def test_no_secret_reaches_an_error(openbao: PrivateOpenBao) -> None:
         VaultKeys(settings).new_data_key()
     text = f"{caught.value} {caught.value.__cause__!r}"
     assert openbao.secret_id not in text
+
+
+# -- the deployment's response-wrapped secret id (clinchat-admin vault-unwrap) -----------
+
+
+def wrapped_secret_id(openbao: PrivateOpenBao) -> str:
+    """What roles/openbao gives a host: a secret id wrapped in a single-use token."""
+    with openbao.client(openbao.root_token) as api:
+        response = api.post(
+            f"/auth/approle/role/{ROLE}/secret-id", headers={"X-Vault-Wrap-TTL": "300s"}
+        )
+    response.raise_for_status()
+    return str(response.json()["wrap_info"]["token"])
+
+
+def test_a_wrapped_secret_id_is_unwrapped_once_and_signs_in(
+    openbao: PrivateOpenBao, tmp_path: Path
+) -> None:
+    target = tmp_path / "state" / "vault_secret_id"
+    target.parent.mkdir()
+    wrapped = wrapped_secret_id(openbao)
+    settings = vault_settings(
+        openbao,
+        vault_secret_id="",
+        vault_wrapped_secret_id=wrapped,
+        vault_secret_id_file=str(target),
+    )
+    assert unwrap_secret_id(settings) == "unwrapped the secret id"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert wrapped not in target.read_text()
+    # A restart: the same token is not traded again (it would be refused).
+    assert unwrap_secret_id(settings) == "the secret id of this wrapping token is already unwrapped"
+    keys = VaultKeys(settings)
+    key, blob = keys.new_data_key()
+    assert keys.unwrap(blob) == key
+
+
+def test_a_used_wrapping_token_is_refused_and_named(
+    openbao: PrivateOpenBao, tmp_path: Path
+) -> None:
+    wrapped = wrapped_secret_id(openbao)
+    with openbao.client(wrapped) as api:  # someone else trades it first
+        api.post("/sys/wrapping/unwrap").raise_for_status()
+    target = tmp_path / "vault_secret_id"
+    settings = vault_settings(
+        openbao,
+        vault_secret_id="",
+        vault_wrapped_secret_id=wrapped,
+        vault_secret_id_file=str(target),
+    )
+    with pytest.raises(UnwrapError) as caught:
+        unwrap_secret_id(settings)
+    assert "used or has expired" in str(caught.value)
+    assert wrapped not in str(caught.value)
+    assert not target.exists()
+
+
+def test_without_an_unwrapped_secret_id_keys_are_unavailable(
+    openbao: PrivateOpenBao, tmp_path: Path
+) -> None:
+    settings = vault_settings(
+        openbao, vault_secret_id="", vault_secret_id_file=str(tmp_path / "missing")
+    )
+    with pytest.raises(KeysUnavailable) as caught:
+        VaultKeys(settings).new_data_key()
+    assert "vault-unwrap" in str(caught.value)
