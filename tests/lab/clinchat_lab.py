@@ -76,10 +76,13 @@ QEMU_ROOT_DISK = "8G"  # sparse: costs only what is written
 NSPAWN_BOOT_TIMEOUT = 120
 QEMU_BOOT_TIMEOUT = 600
 STOP_TIMEOUT = 60
-# Host keys are fresh on every create: no known_hosts to keep.
+# Host keys are made fresh on every create, by this tool, so it knows them
+# before the host boots: KNOWN_HOSTS lists every lab host's keys and SSH (the
+# tool's own, and Ansible's through the inventory) checks them strictly.
+KNOWN_HOSTS = STATE / "known_hosts"
 SSH_OPTIONS = (
-    "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
-    "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5"
+    "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
+    f"-o UserKnownHostsFile={KNOWN_HOSTS} -o LogLevel=ERROR -o ConnectTimeout=5"
 ).split()
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 SIZE_RE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
@@ -373,6 +376,11 @@ class Machine:
         tmp.write_text(data)
         tmp.rename(self.dir / "machine.json")
 
+    @property
+    def host_keys(self) -> Path:
+        """The host's public keys as known_hosts lines (name and address)."""
+        return self.dir / "known_hosts"
+
     def connection(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -380,8 +388,22 @@ class Machine:
             "user": "root",
             "port": 22,
             "identity_file": str(SSH_KEY),
+            "known_hosts": str(KNOWN_HOSTS),
             "type": self.type,
         }
+
+
+def write_known_hosts() -> None:
+    """KNOWN_HOSTS: the keys of every lab host that exists, nothing else (a
+    destroyed host's address may come back with other keys). Call it locked."""
+    lines = [
+        machine.host_keys.read_text() for machine in all_machines() if machine.host_keys.is_file()
+    ]
+    KNOWN_HOSTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = KNOWN_HOSTS.with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    tmp.chmod(0o644)
+    tmp.replace(KNOWN_HOSTS)
 
 
 def load_machine(name: str) -> Machine | None:
@@ -570,6 +592,14 @@ def prepare_rootfs(machine: Machine, image: Path) -> None:
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     )
     run(["ssh-keygen", "-A", "-f", rootfs])  # fresh host keys under rootfs/etc/ssh
+    machine.host_keys.write_text(
+        "".join(
+            f"{machine.name},{machine.address} {' '.join(pub.read_text().split()[:2])}\n"
+            for pub in sorted((etc / "ssh").glob("ssh_host_*_key.pub"))
+        )
+    )
+    with locked(STATE / ".lab.lock"):
+        write_known_hosts()
     ssh_dir = rootfs / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
@@ -679,6 +709,7 @@ def destroy(name: str) -> None:
         wait_until(lambda: not link_exists(machine.host_interface or ""), 10)
     with locked(STATE / ".lab.lock"):
         remove_machine_files(machine)
+        write_known_hosts()
         remove_bridge_if_unused()
     log(f"{name}: destroyed")
 
@@ -754,7 +785,7 @@ def stop_bundle() -> None:
 
 # -- spec and inventory ------------------------------------------------------
 
-GROUPS = ("web", "app", "gpu", "db", "cache", "vault", "monitoring")
+GROUPS = ("web", "app", "gpu", "db", "cache", "vault", "monitoring", "directory")
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -784,6 +815,8 @@ def write_inventory(path: Path, spec: dict[str, Any]) -> None:
             "ansible_host": str(host["address"]),
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(SSH_KEY),
+            # ansible.cfg checks host keys; these are the lab's (written by `create`).
+            "ansible_ssh_extra_args": f"-o UserKnownHostsFile={KNOWN_HOSTS}",
             "ansible_python_interpreter": "/usr/bin/python3",
         }
         for name, host in spec["hosts"].items()

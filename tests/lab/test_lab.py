@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "tests" / "lab" / "clinchat-lab"
 STATE = Path(os.environ.get("CLINCHAT_LAB_STATE", "/var/lib/clinchat-lab"))
 KEY = STATE / "ssh" / "id_ed25519"
+KNOWN_HOSTS = STATE / "known_hosts"
 BRIDGE = "clinchat0"
 
 pytestmark = [
@@ -33,10 +35,12 @@ def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def ssh(address: str, command: str) -> str:
-    options = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+def ssh(address: str, command: str, known_hosts: Path = KNOWN_HOSTS) -> str:
+    """Run a command over SSH, checking the host key against the lab's known_hosts."""
+    options = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known_hosts} -o LogLevel=ERROR"
     result = subprocess.run(
-        ["ssh", "-i", str(KEY), *options.split(), f"root@{address}", command],
+        ["ssh", "-i", str(KEY), "-o", "BatchMode=yes", *options.split(), f"root@{address}"]
+        + [command],
         capture_output=True,
         text=True,
         timeout=120,
@@ -102,6 +106,7 @@ def test_nspawn_host_lifecycle(host_name: str) -> None:
         "user": "root",
         "port": 22,
         "identity_file": str(KEY),
+        "known_hosts": str(KNOWN_HOSTS),
         "type": "nspawn",
     }
     assert ssh(address, "hostname").strip() == host_name
@@ -122,7 +127,68 @@ def test_nspawn_host_lifecycle(host_name: str) -> None:
 
     lab("destroy", host_name)
     assert_nothing_left(host_name, pid, veth)
+    assert address not in KNOWN_HOSTS.read_text(), "a destroyed host's keys stay trusted"
     lab("destroy", host_name)  # nothing to do, still fine
+
+
+def ansible_ping(inventory: Path) -> subprocess.CompletedProcess[str]:
+    """An ad-hoc ping with the project's ansible.cfg (host keys checked), on a
+    connection of its own: a master connection an earlier run left open
+    (ControlPersist) would be reused without checking the key again."""
+    env = os.environ | {
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": tempfile.mkdtemp(prefix="cp-", dir="/tmp"),
+    }
+    return subprocess.run(
+        ["ansible", "all", "-i", str(inventory), "-m", "ansible.builtin.ping"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_host_keys_are_checked(host_name: str, tmp_path: Path) -> None:
+    """The tool writes the keys it made into known_hosts; Ansible (ansible.cfg)
+    connects with them, and refuses a host whose key is not the one recorded."""
+    address = "10.213.0.52"
+    lab("create", host_name, "--ip", address)
+    recorded = [line for line in KNOWN_HOSTS.read_text().splitlines() if address in line]
+    assert recorded, "no known_hosts entry for the new host"
+    served = ssh(address, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+    assert f"{host_name},{address} {' '.join(served)}" in recorded
+
+    def inventory(known_hosts: Path) -> Path:
+        path = tmp_path / f"inventory-{known_hosts.name}.yml"
+        path.write_text(
+            f"all:\n  hosts:\n    {host_name}:\n      ansible_host: {address}\n"
+            f"      ansible_user: root\n      ansible_ssh_private_key_file: {KEY}\n"
+            f"      ansible_ssh_extra_args: -o UserKnownHostsFile={known_hosts}\n"
+            "      ansible_python_interpreter: /usr/bin/python3\n"
+        )
+        return path
+
+    good = ansible_ping(inventory(KNOWN_HOSTS))
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    # The same name and address with another machine's key: an impostor.
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", impostor], check=True)
+    forged = tmp_path / "known_hosts_forged"
+    forged.write_text(
+        f"{host_name},{address} {' '.join(impostor.with_suffix('.pub').read_text().split()[:2])}\n"
+    )
+    refused = ansible_ping(inventory(forged))
+    assert refused.returncode != 0
+    assert "Host key verification failed" in refused.stdout + refused.stderr
+
+    # No entry at all: refused too, never a prompt or trust on first use.
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    unknown = ansible_ping(inventory(empty))
+    assert unknown.returncode != 0
+    assert "Host key verification failed" in unknown.stdout + unknown.stderr
 
 
 @pytest.mark.qemu
