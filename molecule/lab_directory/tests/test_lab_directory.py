@@ -1,12 +1,14 @@
 """lab_directory: from the app host, over ldaps with the lab CA and hostname
 verification, the app's account finds clin1 and its groups and clin1 signs in;
 a wrong password, anonymous access, reading passwords, plaintext LDAP,
-StartTLS, TLS 1.1 and an unknown CA are refused."""
+StartTLS, TLS 1.1 and an unknown CA are refused; sslyze finds LDAPS Mozilla
+intermediate compliant."""
 
 import shlex
 
 import pytest
-from labtest import lab_host, secret
+from labtest import PKI_DIR, lab_host, secret
+from tlscheck import mozilla_intermediate
 
 DIRECTORY = "10.213.0.39"
 URL = f"ldaps://{DIRECTORY}"
@@ -14,6 +16,7 @@ CA = "/etc/clinchat/pki/ca.crt"
 SUFFIX = "dc=hospital,dc=test"
 BIND_DN = f"cn=clinchat-app,ou=services,{SUFFIX}"
 CLIN1 = f"uid=clin1,ou=people,{SUFFIX}"
+SERVER_DOWN = 254  # ldap-utils' 255 (see ldap)
 
 
 def ldap(host, command, *args, dn=None, password=None, url=URL, ca=CA, reqcert="demand"):
@@ -22,8 +25,12 @@ def ldap(host, command, *args, dn=None, password=None, url=URL, ca=CA, reqcert="
     if dn is not None:
         argv += ["-D", dn, "-w", password]
     argv += list(args)
+    # ldap-utils exit 255 when they cannot connect (-1, "Can't contact LDAP
+    # server"); testinfra's SSH backend takes 255 for a failed ssh and raises,
+    # so the shell hands that status back as SERVER_DOWN.
     return host.run(
-        f"LDAPTLS_CACERT={shlex.quote(ca)} LDAPTLS_REQCERT={reqcert} {shlex.join(argv)}"
+        f"LDAPTLS_CACERT={shlex.quote(ca)} LDAPTLS_REQCERT={reqcert} {shlex.join(argv)}; "
+        f"rc=$?; [ $rc -ne 255 ] || rc={SERVER_DOWN}; exit $rc"
     )
 
 
@@ -112,7 +119,7 @@ def test_plaintext_ldap_is_refused(client):
         dn=BIND_DN,
         password=secret("ldap_bind_password"),
     )
-    assert result.rc != 0
+    assert result.rc == SERVER_DOWN
     assert "Can't contact LDAP server" in result.stderr, result.stderr
     refused = client.run(
         f"python3 -c 'import socket; socket.create_connection((\"{DIRECTORY}\", 389), 5)'"
@@ -171,7 +178,7 @@ def test_a_certificate_from_another_ca_is_refused(client):
         dn=BIND_DN,
         password=secret("ldap_bind_password"),
     )
-    assert refused.rc != 0
+    assert refused.rc == SERVER_DOWN
     assert "clin1" not in refused.stdout
     assert "Can't contact LDAP server" in refused.stderr, refused.stderr
 
@@ -186,5 +193,11 @@ def test_hostname_verification_is_on(client):
     unchecked = search(client, f"ou=people,{SUFFIX}", "(uid=clin1)", reqcert="allow", **creds)
     assert unchecked.rc == 0, unchecked.stderr
     checked = search(client, f"ou=people,{SUFFIX}", "(uid=clin1)", **creds)
-    assert checked.rc != 0
+    assert checked.rc == SERVER_DOWN
     assert "clin1" not in checked.stdout
+    assert "Can't contact LDAP server" in checked.stderr, checked.stderr
+
+
+def test_ldaps_meets_mozilla_intermediate():
+    """sslyze from the controller: protocols, suites, curves, certificate lifetime."""
+    mozilla_intermediate(DIRECTORY, 636, ca_file=str(PKI_DIR / "ca.crt"))
