@@ -81,8 +81,12 @@ lab: venv bundle lab-image
 	$(LAB) up --spec inventories/lab/lab.yml
 	ansible-playbook site.yml -i inventories/lab
 	@echo
-	@echo "ClinChat lab is up: https://10.213.0.11/  (CA: $$(ls /var/lib/clinchat/pki/lab/ca.crt))"
+	@echo "ClinChat lab is up: https://10.213.0.11/  (trust the lab CA: /var/lib/clinchat/pki/lab/ca.crt)"
 	@echo "  curl --cacert /var/lib/clinchat/pki/lab/ca.crt https://10.213.0.11/health/ready"
+	@echo "Sign in with the lab directory (synthetic people; passwords in /var/lib/clinchat/secrets/lab/):"
+	@echo "  clinician: clin1   password: $$(cat /var/lib/clinchat/secrets/lab/ldap_user_clin1)"
+	@echo "  admin:     admin1  password: $$(cat /var/lib/clinchat/secrets/lab/ldap_user_admin1)"
+	@echo "  auditor:   audit1  password: $$(cat /var/lib/clinchat/secrets/lab/ldap_user_audit1)"
 
 lab-down:
 	$(LAB) down --spec inventories/lab/lab.yml

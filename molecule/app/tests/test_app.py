@@ -5,6 +5,8 @@ follows PostgreSQL."""
 import json
 import os
 import re
+import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,3 +106,82 @@ def test_the_sandbox_exposure_is_low(host):
     score = float(re.search(r"Overall exposure level for clinchat-app.service: ([0-9.]+)", out)[1])
     print(f"systemd-analyze security exposure: {score}")
     assert score <= 2.0, out
+
+
+def psql(host, user, sql, password_file):
+    """psql over verified TLS to the scenario's database, as a login role."""
+    return host.run(
+        f"PGPASSWORD=$(cat {password_file}) psql 'host=mol-app dbname=clinchat user={user} "
+        "sslmode=verify-full sslrootcert=/etc/clinchat/pki/ca.crt' -XAtq -v ON_ERROR_STOP=1 "
+        f"-c {shlex.quote(sql)}"
+    )
+
+
+OWNER_PASSWORD = "/etc/clinchat/credentials/clinchat_db_owner_password"
+APP_PASSWORD = "/etc/clinchat/credentials/clinchat_db_password"
+
+
+def test_migrations_ran_as_the_schema_owner(host):
+    """The migrations unit (as clinchat_owner) made the schema; the service's role
+    owns nothing and cannot change the audit trail."""
+    tables = psql(
+        host,
+        "clinchat_owner",
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'audit_events'",
+        OWNER_PASSWORD,
+    )
+    assert tables.rc == 0, tables.stderr
+    assert tables.stdout.strip() == "clinchat_owner"
+    insert_only = psql(host, "clinchat_app", "DELETE FROM audit_events", APP_PASSWORD)
+    assert insert_only.rc != 0
+    assert "permission denied" in insert_only.stderr
+    assert psql(host, "clinchat_app", "SELECT count(*) FROM audit_events", APP_PASSWORD).rc == 0
+    status = host.run("systemctl show clinchat-app-migrate -p Result -p ExecMainStatus --value")
+    assert status.stdout.split() == ["success", "0"], status.stdout
+
+
+def test_the_owner_password_is_the_migrations_unit_only(host):
+    service = host.file("/etc/systemd/system/clinchat-app.service").content_string
+    migrate = host.file("/etc/systemd/system/clinchat-app-migrate.service").content_string
+    assert "clinchat_db_owner_password" in migrate
+    assert "clinchat_db_owner_password" not in service
+    assert "Requires=clinchat-app-migrate.service" in service
+
+
+def test_the_worker_waits_for_redis(host):
+    """The worker's queue is in Redis, which this scenario does not deploy: the
+    unit is installed and stays stopped (the split lab's e2e runs it)."""
+    worker = host.service("clinchat-app-worker")
+    assert host.file("/etc/systemd/system/clinchat-app-worker.service").is_file
+    assert not worker.is_running and not worker.is_enabled
+
+
+def converge(tmp_path, *args):
+    """The scenario's converge playbook (its drift report aside)."""
+    env = os.environ | {"CLINCHAT_CHECK_DRIFT_FILE": str(tmp_path / "drift.json")}
+    playbook = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args, str(playbook)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_broken_unit_never_replaces_the_live_one(host, tmp_path):
+    """The role writes each unit with validate: (systemd-analyze verify): a unit
+    whose programs do not exist fails the run, and the live units stay."""
+    units = {
+        name: host.file(f"/etc/systemd/system/{name}.service").content_string
+        for name in ("clinchat-app", "clinchat-app-migrate", "clinchat-app-worker")
+    }
+    result = converge(
+        tmp_path, "--tags", "app_service", "-e", '{"__app_current": "/opt/clinchat/nowhere"}'
+    )
+    assert result.returncode != 0, result.stdout[-3000:]
+    output = result.stdout + result.stderr
+    assert "clinchat-admin is not executable" in output, output[-3000:]
+    for name, before in units.items():
+        assert host.file(f"/etc/systemd/system/{name}.service").content_string == before, name
+    assert host.service("clinchat-app").is_running
