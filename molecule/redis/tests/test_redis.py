@@ -1,6 +1,7 @@
 """redis: the app host reaches Redis over verified TLS with its ACL user and
 password; plaintext, no password, a wrong password, TLS 1.1, weak ciphers,
-forbidden commands and keys are refused; data survives a restart and a kill."""
+forbidden commands and keys are refused; sslyze finds the TLS port Mozilla
+intermediate compliant; data survives a restart and a kill."""
 
 import re
 import secrets
@@ -8,7 +9,8 @@ import shlex
 import time
 
 import pytest
-from labtest import lab_host, secret
+from labtest import PKI_DIR, lab_host, secret
+from tlscheck import mozilla_intermediate
 
 CACHE = "10.213.0.30"
 CACHE_NAME = "mol-redis-cache"
@@ -263,6 +265,12 @@ def test_a_cipher_outside_the_intermediate_list_is_refused(app_host):
     assert good.rc == 0, good.stderr
     tls13 = handshake(app_host, f"{CACHE}:6379", "-tls1_3")
     assert tls13.rc == 0 and "TLSv1.3" in tls13.stderr, tls13.stderr
+
+
+def test_tls_meets_mozilla_intermediate():
+    """sslyze from the controller: protocols, suites, curves (the groups of the
+    role's OpenSSL configuration), certificate lifetime."""
+    mozilla_intermediate(CACHE, 6379, ca_file=str(PKI_DIR / "ca.crt"))
 
 
 # -- 7. persistence -----------------------------------------------------------------------------
