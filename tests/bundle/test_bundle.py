@@ -31,14 +31,22 @@ from .conftest import (
 pytestmark = pytest.mark.bundle
 
 
-def role_packages() -> set[str]:
+def role_packages(gpu: bool) -> set[str]:
+    """Every __<role>_packages list; the __<role>_gpu_packages lists only with gpu hosts."""
     packages: set[str] = set()
     for path in REPO.glob("roles/*/vars/Debian-13.yml"):
         data = yaml.safe_load(path.read_text()) or {}
         for key, value in data.items():
-            if re.fullmatch(r"__\w+_packages", key):
+            if re.fullmatch(r"__\w+_packages", key) and (
+                gpu or not re.fullmatch(r"__\w+_gpu_packages", key)
+            ):
                 packages.update(value)
     return packages
+
+
+def has_gpu_hosts(manifest: dict) -> bool:
+    """The bundle was built for an inventory with gpu hosts (bundle_include_serving)."""
+    return bool({"serving", "serving-runtime"} & set(manifest["python"]["extras"]))
 
 
 def index_packages() -> dict[str, list[str]]:
@@ -91,9 +99,12 @@ def test_sha256sums_cover_the_whole_bundle(built: Run) -> None:
 
 
 def test_every_package_a_role_installs_is_in_the_bundle(manifest: dict) -> None:
-    wanted = role_packages()
+    wanted = role_packages(gpu=has_gpu_hosts(manifest))
     assert wanted, "no roles/*/vars/Debian-13.yml lists __<role>_packages"
     assert wanted <= set(manifest["debian"]["packages"])
+    gpu_only = role_packages(gpu=True) - role_packages(gpu=False)
+    if not has_gpu_hosts(manifest):
+        assert not gpu_only & set(index_packages()), "gpu packages in a bundle without gpu hosts"
     missing = wanted - set(index_packages())
     assert not missing, f"in the roles' vars but not in the repository: {sorted(missing)}"
 
@@ -137,7 +148,10 @@ def test_wheelhouse_is_for_the_hosts_python(manifest: dict) -> None:
             re.fullmatch(r"manylinux\w*_x86_64", tag) for tag in platform.split(".")
         ), name
     if "serving" not in manifest["python"]["extras"]:
-        assert not [n for n in names if n.startswith("torch-")], "serving wheels without gpu hosts"
+        assert not [n for n in names if n.startswith("torch-")], "torch without the serving extra"
+    if "serving-runtime" in manifest["python"]["extras"]:
+        # torch comes from Debian (python3-torch); the engine's other pins from here.
+        assert [n for n in names if n.startswith("tokenizers-")], names
 
 
 # -- a bare host installs from the bundle, offline ---------------------------------------
