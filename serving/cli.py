@@ -3,7 +3,8 @@
 Every serve option has an environment variable CLINCHAT_SERVE_<OPTION> (see settings.py);
 a command-line value wins over the environment. The API key is never a command-line
 option (it would show in `ps`): use CLINCHAT_SERVE_API_KEY, a credential file named
-api_key in $CREDENTIALS_DIRECTORY, or --api-key-file.
+clinchat_serve_api_key in $CREDENTIALS_DIRECTORY (pydantic-settings reads secrets by
+their environment name), or --api-key-file (what roles/serving passes).
 """
 
 from __future__ import annotations

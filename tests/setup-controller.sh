@@ -17,6 +17,8 @@ packages=(
   postgresql-server-dev-all debian-archive-keyring
   # the UI tests drive a headless Chromium
   chromium chromium-driver
+  # the end-to-end browser trusts the lab CA through an NSS database of its own
+  libnss3-tools
   # talking to lab hosts
   openssh-client curl rsync
 )

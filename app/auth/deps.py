@@ -12,6 +12,7 @@ carrying both a session and a token of another user is refused.
 """
 
 import hmac
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -28,9 +29,21 @@ from app.settings import Settings, get_settings
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def trusted_proxies() -> frozenset[str]:
+    """Peers whose X-Real-IP is believed: nginx. FORWARDED_ALLOW_IPS is gunicorn's
+    own setting (roles/app writes loopback and the web hosts' addresses there)."""
+    given = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    return frozenset(address.strip() for address in given.split(",") if address.strip())
+
+
 def client_ip(request: Request) -> str:
-    # nginx sets X-Real-IP; the app listens on loopback only, so the header is nginx's.
-    return request.headers.get("x-real-ip") or (request.client.host if request.client else "")
+    """The client's address: nginx's X-Real-IP when nginx sent the request, else
+    the peer's own (a client that reaches the app directly cannot choose the
+    address its sign-in failures are counted against)."""
+    peer = request.client.host if request.client else ""
+    if peer in trusted_proxies():
+        return request.headers.get("x-real-ip") or peer
+    return peer
 
 
 async def session_store(settings: Annotated[Settings, Depends(get_settings)]) -> SessionStore:

@@ -20,8 +20,10 @@ import psycopg
 import pytest
 import redis
 from argon2 import PasswordHasher
+from fastapi import Request
 from fastapi.testclient import TestClient
 
+from app.auth.deps import client_ip
 from app.auth.sessions import COOKIE, _key
 from app.db import conninfo
 from app.settings import Settings, get_settings
@@ -694,3 +696,25 @@ def test_redis_down_gives_503_naming_it(settings: Settings, redis_server: Any) -
         }
         page = client.post("/login", data=form)
         assert page.status_code == 503 and "redis cannot be reached" in page.text
+
+
+def _request_from(peer: str, real_ip: str) -> Request:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/auth/login",
+        "headers": [(b"x-real-ip", real_ip.encode())],
+        "client": (peer, 40000),
+    }
+    return Request(scope)
+
+
+def test_x_real_ip_is_believed_only_from_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that reaches the app directly cannot pick the address its failed
+    sign-ins are counted against; nginx (FORWARDED_ALLOW_IPS) can."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.213.0.11,127.0.0.1")
+    assert client_ip(_request_from("10.213.0.11", "192.0.2.7")) == "192.0.2.7"
+    assert client_ip(_request_from("10.213.0.99", "192.0.2.7")) == "10.213.0.99"
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS")
+    assert client_ip(_request_from("127.0.0.1", "192.0.2.7")) == "192.0.2.7"
+    assert client_ip(_request_from("10.213.0.11", "192.0.2.7")) == "10.213.0.11"

@@ -3,101 +3,34 @@ converge, idempotence, check; then the appliance answers through nginx over
 verified TLS, people sign in with the directory's passwords, an uploaded
 document is ingested by the worker, and readiness follows the database."""
 
+import json
 import re
-import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import REPO, run
-
-WEB = "https://10.213.0.11"
-APP_HOST = "10.213.0.12"
-DATA_HOST = "10.213.0.13"
-LAB_CA = Path("/var/lib/clinchat/pki/lab/ca.crt")
-SSH_KEY = Path("/var/lib/clinchat-lab/ssh/id_ed25519")
-KNOWN_HOSTS = Path("/var/lib/clinchat-lab/known_hosts")
-SECRETS = Path("/var/lib/clinchat/secrets/lab")
-RECAP = re.compile(
-    r"^(?P<host>\S+)\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
-    re.M,
+from tests.e2e.conftest import REPO
+from tests.e2e.lab_client import (
+    APP_HOST,
+    DATA_HOST,
+    DIR_HOST,
+    LAB_CA,
+    POLICY_QUESTION,
+    SSH_KEY,
+    WEB,
+    WEB_HOST,
+    ask,
+    browser,
+    playbook,
+    ready,
+    sign_in,
+    ssh,
+    statuses_from,
+    wait_for_database,
 )
-
-
-def playbook(*args: str) -> tuple[dict[str, dict[str, int]], str]:
-    result = run("ansible-playbook", *args, check=False)
-    output = result.stdout + result.stderr
-    recap = {
-        m["host"]: {k: int(m[k]) for k in ("changed", "unreachable", "failed")}
-        for m in RECAP.finditer(output)
-    }
-    return recap, output if result.returncode == 0 else f"rc={result.returncode}\n{output[-6000:]}"
-
-
-def ssh(host: str, command: str) -> None:
-    subprocess.run(  # noqa: S603
-        [
-            "ssh",
-            "-i",
-            str(SSH_KEY),
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={KNOWN_HOSTS}",
-            "-o",
-            "LogLevel=ERROR",
-            f"root@{host}",
-            command,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def ready() -> httpx.Response:
-    return httpx.get(
-        f"{WEB}/health/ready", verify=ssl.create_default_context(cafile=LAB_CA), timeout=10
-    )
-
-
-def wait_for_database(state: str, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    body = ready().json()
-    while body["checks"]["database"] != state and time.monotonic() < deadline:
-        time.sleep(1)
-        body = ready().json()
-    return body
-
-
-def browser() -> httpx.Client:
-    """A client like a clinician's browser: HTTPS through nginx, the lab CA, cookies."""
-    return httpx.Client(base_url=WEB, verify=ssl.create_default_context(cafile=LAB_CA), timeout=30)
-
-
-def directory_password(uid: str) -> str:
-    """The synthetic person's password, made by roles/lab_directory on the controller."""
-    return (SECRETS / f"ldap_user_{uid}").read_text().split()[0]
-
-
-def sign_in(client: httpx.Client, uid: str) -> dict:
-    response = client.post(
-        "/api/v1/auth/login", json={"username": uid, "password": directory_password(uid)}
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Path) -> Path:
-    recap, output = playbook("site.yml", "-i", str(lab))
-    assert recap and all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), output
-    return lab
 
 
 def test_second_run_changes_nothing(converged: Path) -> None:
@@ -114,18 +47,12 @@ def test_check_mode_after_converge_reports_no_drift(converged: Path) -> None:
 
 def test_ready_over_verified_tls(converged: Path) -> None:
     response = ready()
-    # The serving stage has not landed yet: in production that is unready, named.
-    assert response.status_code == 503, response.text
+    assert response.status_code == 200, response.text
     assert response.json() == {
-        "status": "unavailable",
-        "checks": {
-            "database": "up",
-            "redis": "up",
-            "vault": "up",
-            "serving": "not configured",
-        },
+        "status": "ok",
+        "checks": {"database": "up", "redis": "up", "vault": "up", "serving": "up"},
         "down": [],
-        "not_configured": ["serving"],
+        "not_configured": [],
     }
 
 
@@ -149,27 +76,38 @@ def test_a_wrong_directory_password_is_refused(converged: Path) -> None:
     assert response.status_code == 401, response.text
 
 
-def test_an_uploaded_document_is_ingested_by_the_worker(converged: Path) -> None:
-    """The admin's upload goes through nginx and Vault (its data key); the worker
-    unit on the app host (Redis queue) makes it the live, searchable version."""
+def test_an_uploaded_document_is_ingested_by_the_worker(policy_document: dict) -> None:
+    """The admin's upload went through nginx and Vault (its data key); the worker
+    unit on the app host (Redis queue) made it the live, searchable version."""
+    assert policy_document["live_version"] == 1, policy_document
+    assert policy_document["latest"]["status"] == "ready", policy_document
+
+
+def test_a_clinician_gets_a_streamed_answer_citing_the_document(policy_document: dict) -> None:
+    """Through nginx, over verified TLS: sources first, then the model's tokens
+    as they come (the lab's tiny random model: its words are noise, the
+    citation is retrieval's), then done."""
     with browser() as client:
-        me = sign_in(client, "admin1")
-        text = (
-            "Synthetic policy for the lab: hand hygiene before and after every patient "
-            "contact, with alcohol rub for at least twenty seconds.\n"
-        )
-        response = client.post(
-            "/api/v1/documents",
-            files={"file": ("hand-hygiene.md", text.encode(), "text/markdown")},
-            headers={"X-CSRF-Token": me["csrf_token"]},
-        )
-        assert response.status_code == 201, response.text
-        document = response.json()
-        deadline = time.monotonic() + 120
-        while document["live_version"] is None and time.monotonic() < deadline:
-            time.sleep(2)
-            document = client.get(f"/api/v1/documents/{document['id']}").json()
-    assert document["live_version"] == 1, document
+        me = sign_in(client, "clin1")
+        headers = {"X-CSRF-Token": me["csrf_token"]}
+        conversation = client.post("/api/v1/conversations", json={}, headers=headers)
+        assert conversation.status_code == 201, conversation.text
+        events = ask(client, conversation.json()["id"], POLICY_QUESTION, headers)
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and names[-1] == "done", names
+    assert "delta" in names, names
+    sources = events[0][1]["sources"]
+    assert events[0][1]["grounded"] is True
+    assert policy_document["id"] in [source["document_id"] for source in sources], sources
+
+
+def test_the_audit_chain_verifies_on_the_app_host(converged: Path) -> None:
+    """The operator's clinchat-admin (roles/app) runs as the app does: the sign-ins
+    and the upload above are in the chain, and it is intact."""
+    out = ssh(APP_HOST, "clinchat-admin audit verify")
+    match = re.fullmatch(r"ok: (\d+) events, last id (\d+) hash [0-9a-f]{64}\n", out)
+    assert match, out
+    assert int(match[1]) >= 4, out  # three sign-ins and an upload at least
 
 
 def test_http_redirects_to_https(converged: Path) -> None:
@@ -219,3 +157,49 @@ def test_missing_required_variable_fails_at_play_start_naming_it(
     recap, output = playbook(str(REPO / "playbooks" / "data.yml"), "-i", str(tmp_path))
     assert "postgresql_app_password" in output, output
     assert recap["lab-data1"]["failed"] == 1 and recap["lab-data1"]["changed"] == 0, output
+
+
+def test_operator_endpoints_answer_only_the_monitoring_network(converged: Path) -> None:
+    """The controller stands for the monitoring network (nginx_monitoring_networks)."""
+    with browser() as client:
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+    for path in ("/metrics", "/openapi.json", "/docs"):
+        assert statuses_from(DIR_HOST, f"{WEB}{path}") == ["403 nginx"], path
+    assert statuses_from(DIR_HOST, f"{WEB}/health") == [200]
+
+
+def test_sign_in_attempts_are_rate_limited_per_client(converged: Path) -> None:
+    body = json.dumps({"username": "nobody-here", "password": "wrong"})
+    statuses = statuses_from(DIR_HOST, f"{WEB}/api/v1/auth/login", body, times=12)
+    assert statuses[0] == 401, statuses
+    assert "429 nginx" in statuses, statuses
+    # Another client (the controller) is not limited by it.
+    with browser() as client:
+        other = {"username": "nobody-else", "password": "wrong"}
+        assert client.post("/api/v1/auth/login", json=other).status_code == 401
+
+
+def test_the_hop_to_the_app_is_tls_verified_by_name(converged: Path) -> None:
+    """nginx on lab-web1 reaches lab-app1 over TLS; the app refuses plaintext."""
+    ok = ssh(
+        WEB_HOST,
+        'python3 -c "import ssl, urllib.request; c = ssl.create_default_context('
+        "cafile='/etc/clinchat/pki/ca.crt'); print(urllib.request.urlopen("
+        "'https://10.213.0.12:8000/health', context=c, timeout=10).status)\"",
+    )
+    assert ok.strip() == "200"
+    plain = subprocess.run(  # noqa: S603
+        ["curl", "-sS", "--max-time", "10", "http://10.213.0.12:8000/health"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert plain.returncode != 0 or "200" not in plain.stdout, plain
+    # The certificate carries the name nginx verifies (nginx_app_tls_name).
+    names = subprocess.run(  # noqa: S603
+        ["openssl", "s_client", "-connect", "10.213.0.12:8000", "-verify_hostname",
+         "clinchat-app", "-CAfile", str(LAB_CA), "-verify_return_error"],
+        input="", capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert "Verify return code: 0 (ok)" in names.stdout, names.stdout[-2000:]

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tests.services.pki import TestPki
 from tests.services.postgres import free_port
 from tests.services.process import ServerProcess
@@ -37,11 +39,27 @@ def _server_user() -> str | None:
     return "redis"
 
 
+ROLE_DEFAULTS = Path(__file__).resolve().parents[2] / "roles" / "redis" / "defaults" / "main.yml"
+
+
+def role_acl_line(name: str, password: str) -> str:
+    """The app's ACL user as roles/redis writes it: its key patterns and commands only."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    keys = " ".join(f"~{pattern}" for pattern in defaults["redis_app_keys"])
+    # CLIENT SETINFO is Redis 7.2's; this controller's Redis 7.0 does not know it
+    # (redis-py ignores its refusal anyway).
+    known = [c for c in defaults["redis_app_commands"] if c != "client|setinfo"]
+    commands = " ".join(f"+{command}" for command in known)
+    return f"user {name} on >{password} resetkeys {keys} resetchannels -@all {commands}"
+
+
 @dataclass
 class PrivateRedis(ServerProcess):
     root: Path
     pki: TestPki
     username: str = "clinchat"
+    # The user with the production ACL (same password).
+    role_user: str = "clinchat-app"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -89,6 +107,9 @@ class PrivateRedis(ServerProcess):
             "databases 4\n"
             "user default off nopass resetchannels -@all\n"
             f"user {self.username} on >{self.password} ~* &* +@all\n"
+            # The production ACL of the app's user (roles/redis), for the tests
+            # that prove it admits everything the app does (tests/app/test_redis_acl.py).
+            f"{role_acl_line(self.role_user, self.password)}\n"
         )
         config.chmod(0o600)
         user = _server_user()

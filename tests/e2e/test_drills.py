@@ -1,0 +1,172 @@
+"""Failures a hospital will meet, on the converged split lab: each dependency
+stopped for real on its host, what clinicians and operators then see, and
+that nothing is lost when it comes back."""
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.lab_client import (
+    APP_HOST,
+    DATA_HOST,
+    DIR_HOST,
+    GPU_HOST,
+    LAB_CA,
+    POLICY_QUESTION,
+    SECRETS,
+    ask,
+    browser,
+    playbook,
+    ready,
+    sign_in,
+    ssh,
+)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+@contextmanager
+def stopped(host: str, unit: str) -> Iterator[None]:
+    """The unit stopped on its lab host for the block, started again after it."""
+    ssh(host, f"systemctl stop {unit}")
+    try:
+        yield
+    finally:
+        ssh(host, f"systemctl start {unit}")
+
+
+def test_redis_down_is_503_naming_redis_and_nothing_is_lost(converged: Path) -> None:
+    with browser() as client:
+        me = sign_in(client, "admin1")  # a session made before Redis stops
+        documents_before = client.get("/api/v1/documents").json()
+        with stopped(DATA_HOST, "redis-server"):
+            assert wait_until(lambda: "redis" in ready().json()["down"])
+            upload = client.post(
+                "/api/v1/documents",
+                files={"file": ("during-outage.md", b"Synthetic text.\n", "text/markdown")},
+                headers={"X-CSRF-Token": me["csrf_token"]},
+            )
+            assert upload.status_code == 503, upload.text
+            assert upload.json()["down"] == ["redis"]
+            with browser() as other:
+                refused = other.post(
+                    "/api/v1/auth/login", json={"username": "clin1", "password": "whatever"}
+                )
+            assert refused.status_code == 503
+            assert refused.json()["down"] == ["redis"]
+        assert wait_until(lambda: "redis" not in ready().json()["down"])
+        # The session survived (Redis's append-only file), the refused upload left nothing.
+        assert client.get("/api/v1/auth/me").status_code == 200
+        assert client.get("/api/v1/documents").json() == documents_before
+
+
+def test_the_directory_down_lets_break_glass_accounts_in_and_is_audited(
+    converged: Path,
+) -> None:
+    username = f"bg-nurse-{secrets.token_hex(3)}"
+    password = secrets.token_urlsafe(24)
+    out = ssh(
+        APP_HOST,
+        f"clinchat-admin create-user {username} --role clinician --password-file -",
+        stdin=password,
+    )
+    assert username in out, out
+    with stopped(DIR_HOST, "slapd"):
+        with browser() as client:
+            directory = client.post(
+                "/api/v1/auth/login",
+                json={"username": "clin1", "password": "anything-at-all"},
+            )
+            assert directory.status_code == 503, directory.text
+            assert directory.json()["down"] == ["ldap"]
+            local = client.post(
+                "/api/v1/auth/login", json={"username": username, "password": password}
+            )
+            assert local.status_code == 200, local.text
+            assert local.json()["roles"] == ["clinician"]
+    with browser() as auditor:
+        sign_in(auditor, "audit1")
+        trail = auditor.get("/api/v1/audit", params={"action": "auth.login", "limit": 200})
+        assert trail.status_code == 200, trail.text
+    events = [entry["resource"] for entry in trail.json().get("entry", [])]
+    text = json.dumps(events)
+    assert "ldap_unavailable" in text, "the refused directory sign-in is not in the trail"
+    assert username in text, "the break-glass sign-in is not in the trail"
+    assert ssh(APP_HOST, "clinchat-admin audit verify").startswith("ok: ")
+
+
+def vault_api(path: str, method: str = "GET") -> httpx.Response:
+    init = json.loads((SECRETS / "openbao-init.json").read_text())
+    return httpx.request(
+        method,
+        f"https://{DATA_HOST}:8200/v1/{path}",
+        headers={"X-Vault-Token": init["root_token"]},
+        verify=str(LAB_CA),
+        timeout=10,
+    )
+
+
+@pytest.fixture
+def sealed_vault() -> Iterator[None]:
+    response = vault_api("sys/seal", "PUT")
+    assert response.status_code == 204, response.text
+    yield
+    if vault_api("sys/seal-status").json()["sealed"]:
+        playbook("playbooks/vault.yml", "-i", "inventories/lab")
+
+
+def test_a_sealed_vault_stops_the_play_naming_it_then_unseals_with_keys(
+    converged: Path, sealed_vault: None
+) -> None:
+    assert wait_until(lambda: "vault" in ready().json()["down"])
+    # No unseal keys on hand (an init file that does not exist): the play stops, naming it.
+    recap, output = playbook(
+        "playbooks/vault.yml", "-i", "inventories/lab", "-e", "openbao_init_file=/nonexistent.json"
+    )
+    assert recap["lab-data1"]["failed"] == 1, output
+    assert "OpenBao on lab-data1 is sealed: give openbao_unseal_keys" in output
+    # With the keys (the lab's init file), the stage unseals it and the app is whole again.
+    recap, output = playbook("playbooks/vault.yml", "-i", "inventories/lab")
+    assert recap["lab-data1"]["failed"] == 0, output
+    assert not vault_api("sys/seal-status").json()["sealed"]
+    assert wait_until(lambda: ready().json()["checks"]["vault"] == "up")
+
+
+def test_serving_down_chat_is_503_naming_it_and_the_documents_still_answer(
+    policy_document: dict,
+) -> None:
+    with browser() as client:
+        me = sign_in(client, "clin1")
+        headers = {"X-CSRF-Token": me["csrf_token"]}
+        conversation = client.post("/api/v1/conversations", json={}, headers=headers).json()
+        cited = ask(client, conversation["id"], POLICY_QUESTION, headers)[0][1]["sources"][0]
+        with stopped(GPU_HOST, "clinchat-serve"):
+            assert wait_until(lambda: "serving" in ready().json()["down"])
+            refused = client.post(
+                f"/api/v1/conversations/{conversation['id']}/messages",
+                json={"content": POLICY_QUESTION},
+                headers=headers,
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["down"] == ["serving"]
+            # The knowledge base does not need the model: the cited passage still opens.
+            passage = client.get(f"/api/v1/chunks/{cited['chunk_id']}")
+            assert passage.status_code == 200, passage.text
+            assert "alcohol hand rub" in passage.text
+        assert wait_until(lambda: ready().json()["checks"]["serving"] == "up", 180)
+        # Nothing half-stored: the refused question is not in the conversation.
+        messages = client.get(f"/api/v1/conversations/{conversation['id']}").json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"], messages
