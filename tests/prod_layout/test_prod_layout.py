@@ -116,6 +116,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "app_ldap_url": "",
         # The hospital brings its model; the lab makes the tiny test model.
         "serving_model_make_test": True,
+        "serving_embedding_model_make_test": True,
     }
     (root / "lab-vars.yml").write_text(yaml.safe_dump(lab_vars))
     yield root

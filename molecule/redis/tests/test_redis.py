@@ -353,3 +353,23 @@ def test_a_host_outside_the_client_group_is_refused(cache_host):
     other = lab_host("mol-redis-other")
     _, out = cli(other, "PING")
     assert "PONG" not in out
+
+
+def test_a_transaction_survives_a_restart(app_host, cache_host):
+    """The app's sessions are written in MULTI/EXEC. Redis replays those from its
+    append-only file as the default user: they must come back after a restart
+    (with the default user at -@all they were silently dropped, redis/redis#14541)."""
+    name = key()
+    script = f"MULTI\nSET {name} kept EX 600\nEXEC\n"
+    _, out = cli(app_host, stdin=script)
+    assert "OK" in out and "QUEUED" in out, out
+    cache_host.check_output("systemctl restart redis-server")
+    deadline = time.monotonic() + 30
+    _, out = cli(app_host, "GET", name)
+    while "kept" not in out and time.monotonic() < deadline:
+        time.sleep(1)
+        _, out = cli(app_host, "GET", name)
+    assert "kept" in out, out
+    journal = cache_host.check_output("journalctl -u redis-server -o cat -n 50")
+    assert "NOPERM" not in journal, journal
+    cli(app_host, "DEL", name)
