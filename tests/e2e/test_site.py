@@ -171,7 +171,7 @@ def test_operator_endpoints_answer_only_the_monitoring_network(converged: Path) 
 
 def test_sign_in_attempts_are_rate_limited_per_client(converged: Path) -> None:
     body = json.dumps({"username": "nobody-here", "password": "wrong"})
-    statuses = statuses_from(DIR_HOST, f"{WEB}/api/v1/auth/login", body, times=40)
+    statuses = statuses_from(DIR_HOST, f"{WEB}/api/v1/auth/login", body, times=120)
     assert statuses[0] == 401, statuses
     assert "429 nginx" in statuses, statuses
     # Another client (the controller) is not limited by it.
