@@ -59,8 +59,15 @@ def test_vector_extension_works(app_host):
     assert distance.stdout.strip() == "1", distance.stderr
 
 
-def test_the_app_user_owns_the_app_database(app_host):
-    assert psql(app_host, "CREATE TABLE t (v vector(3)); DROP TABLE t").rc == 0
+def test_the_schema_owner_makes_tables_in_the_app_database(app_host):
+    """The migrations' role (from the app host, over TLS) creates tables with vectors."""
+    result = psql(
+        app_host,
+        "CREATE TABLE t (v vector(3)); DROP TABLE t",
+        password=secret("postgresql_owner_password"),
+        user="clinchat_owner",
+    )
+    assert result.rc == 0, result.stderr
 
 
 def test_plain_tcp_without_tls_is_refused(app_host):
@@ -172,7 +179,9 @@ def test_a_bad_file_never_replaces_the_good_one(
     before = db_host.file(path).sha256sum
     result = converge(tmp_path, extra_vars)
     assert result.returncode != 0
-    assert message in result.stdout, result.stdout[-3000:]
+    # ansible-core prints a task's failure on stderr
+    output = result.stdout + result.stderr
+    assert message in output, output[-3000:]
     assert db_host.file(path).sha256sum == before
     assert psql(app_host, "SELECT 1").stdout.strip() == "1"
     db_host.check_output("systemctl restart postgresql@17-main")
