@@ -154,7 +154,8 @@ def test_a_bad_directive_never_replaces_the_good_site(host, tmp_path):
         check=False,
     )
     assert result.returncode != 0
-    output = result.stdout + result.stderr  # ansible-core prints a task's failure on stderr
+    # ansible-core prints a task's failure on stderr, as JSON (quotes escaped)
+    output = (result.stdout + result.stderr).replace('\\"', '"')
     assert "Ensure the ClinChat site" in output
     assert 'unknown directive "no_such_directive"' in output
     assert host.file(site).sha256sum == before

@@ -179,8 +179,8 @@ def test_a_bad_file_never_replaces_the_good_one(
     before = db_host.file(path).sha256sum
     result = converge(tmp_path, extra_vars)
     assert result.returncode != 0
-    # ansible-core prints a task's failure on stderr
-    output = result.stdout + result.stderr
+    # ansible-core prints a task's failure on stderr, as JSON (quotes escaped)
+    output = (result.stdout + result.stderr).replace('\\"', '"')
     assert message in output, output[-3000:]
     assert db_host.file(path).sha256sum == before
     assert psql(app_host, "SELECT 1").stdout.strip() == "1"
