@@ -166,7 +166,7 @@ def postmaster_pid(db_host):
         (
             {"postgresql_app_client_addresses": ["10.213.0.300/33"]},
             "/etc/postgresql/17/main/pg_hba.conf",
-            "invalid IP address",
+            'CIDR mask is invalid: "10.213.0.300/33"',
         ),
     ],
     ids=["postgresql.conf", "pg_hba.conf"],
