@@ -90,7 +90,7 @@ lab: venv bundle lab-image
 	@echo "  auditor:   audit1  password: $$(cat /var/lib/clinchat/secrets/lab/ldap_user_audit1)"
 
 # The documented production inventory (inventories/prod), each host a lab
-# machine (10.213.0.80-89): converge, second run, check. About 20 minutes: not in `make test`.
+# machine (10.213.0.80-89): converge, second run, check. About 10-20 minutes: not in `make test`.
 prod-layout: venv bundle lab-image
 	$(LAB) serve-bundle
 	pytest -q tests/prod_layout
