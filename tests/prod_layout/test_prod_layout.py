@@ -86,16 +86,10 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     inventory = root / "inventory"
     shutil.copytree(PROD, inventory)
     prod = yaml.safe_load((PROD / "hosts.yml").read_text())
+    # Every listing of a host gets its lab address (the prod file gives only ansible_host).
     for body in prod["all"]["children"].values():
-        for name, host_vars in ((body or {}).get("hosts") or {}).items():
-            if host_vars is not None and "ansible_host" in host_vars:
-                host_vars["ansible_host"] = addresses[name]
-    for name in hosts:  # hosts listed without ansible_host in every group
-        for body in prod["all"]["children"].values():
-            group_hosts = (body or {}).get("hosts") or {}
-            if name in group_hosts:
-                group_hosts[name] = {"ansible_host": addresses[name]}
-                break
+        for name in (body or {}).get("hosts") or {}:
+            body["hosts"][name] = {"ansible_host": addresses[name]}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(prod, sort_keys=False))
     lab_vars = {
         # The lab logs in as root; the roles' become (to postgres, to root) goes

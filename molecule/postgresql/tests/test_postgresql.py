@@ -59,15 +59,29 @@ def test_vector_extension_works(app_host):
     assert distance.stdout.strip() == "1", distance.stderr
 
 
+def psql_as_owner(host, sql):
+    """psql as the schema owner (the migrations' role), over verified TLS."""
+    return psql(host, sql, password=secret("postgresql_owner_password"), user="clinchat_owner")
+
+
 def test_the_schema_owner_makes_tables_in_the_app_database(app_host):
     """The migrations' role (from the app host, over TLS) creates tables with vectors."""
-    result = psql(
-        app_host,
-        "CREATE TABLE t (v vector(3)); DROP TABLE t",
-        password=secret("postgresql_owner_password"),
-        user="clinchat_owner",
-    )
+    result = psql_as_owner(app_host, "CREATE TABLE t (v vector(3)); DROP TABLE t")
     assert result.rc == 0, result.stderr
+
+
+def test_the_schema_owner_owns_the_database_and_the_app_role_does_not(app_host):
+    """Two login roles (docs/DECISIONS.md): the migrations' owner and the service's."""
+    owner = psql_as_owner(
+        app_host,
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
+    )
+    assert owner.rc == 0, owner.stderr
+    assert owner.stdout.strip() == "clinchat_owner"
+    # The service's role cannot make tables: only the migrations (as the owner) do.
+    create = psql(app_host, "CREATE TABLE public.not_allowed (id int)")
+    assert create.rc != 0
+    assert "permission denied" in create.stderr
 
 
 def test_plain_tcp_without_tls_is_refused(app_host):
@@ -213,19 +227,3 @@ def test_a_setting_that_needs_a_restart_waits_for_restart_ok(db_host, tmp_path):
         restored = converge(tmp_path, {"postgresql_restart_ok": True})
         assert restored.returncode == 0, restored.stdout[-3000:]
     assert sql(db_host, "SHOW max_connections") == "100"
-
-
-def test_the_schema_owner_owns_the_database_and_the_app_role_does_not(app_host):
-    """Two login roles (docs/DECISIONS.md): the migrations' owner and the service's."""
-    owner = psql(
-        app_host,
-        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
-        password=secret("postgresql_owner_password"),
-        user="clinchat_owner",
-    )
-    assert owner.rc == 0, owner.stderr
-    assert owner.stdout.strip() == "clinchat_owner"
-    # The service's role cannot make tables: only the migrations (as the owner) do.
-    create = psql(app_host, "CREATE TABLE public.not_allowed (id int)")
-    assert create.rc != 0
-    assert "permission denied" in create.stderr
