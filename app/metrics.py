@@ -24,6 +24,12 @@ LATENCY = Histogram(
 DEPENDENCY_FAILURES = Counter(
     "clinchat_dependency_check_failures_total", "Failed readiness checks", ["dependency"]
 )
+# One label value per gpu host of the inventory (host:port), never request content.
+SERVING_UPSTREAM_FAILURES = Counter(
+    "clinchat_serving_upstream_failures_total",
+    "Requests or health checks a serving host failed (it is then paused)",
+    ["upstream"],
+)
 
 
 def _route_template(request: Request) -> str:

@@ -82,12 +82,17 @@ class Settings(BaseSettings):
         None, description="the unwrapped secret id (0600, the service's state directory)"
     )
     vault_transit_mount: str = "transit"
+    # The app's secrets kept in Vault (KV v2): the LDAP bind password when not given here.
+    vault_kv_mount: str = "clinchat"
+    vault_kv_path: str = "app"
     vault_transit_key: str = "clinchat"
     data_key_ttl_s: int = Field(300, ge=1, le=86400, description="a data key is reused so long")
     data_key_max_uses: int = Field(10000, ge=1)
 
     # -- the model server (OpenAI-compatible) ----------------------------------------------
-    serving_url: str = Field("", description="http(s)://gpu-host:8081/v1; empty: not configured")
+    serving_url: str = Field(
+        "", description="https://gpu1:8081/v1[,https://gpu2:8081/v1...]; empty: not configured"
+    )
     serving_token: SecretStr = Field(SecretStr(""), description="secret: bearer token")
     serving_ca_cert: str | None = None
     serving_model: str = Field("", description="model id; empty: the first /v1/models lists")

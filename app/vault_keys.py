@@ -184,6 +184,25 @@ class VaultKeys:
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise KeysUnavailable("vault sent a malformed key") from exc
 
+    # -- the app's secrets in the KV store -------------------------------------------------
+
+    def read_secrets(self) -> dict[str, str]:
+        """The app's secrets: KV v2 ``<vault_kv_mount>/data/<vault_kv_path>``."""
+        settings = self._settings
+        answer = self._call(
+            lambda client: client.secrets.kv.v2.read_secret_version(
+                path=settings.vault_kv_path,
+                mount_point=settings.vault_kv_mount,
+                raise_on_deleted_version=True,
+            ),
+            "secrets",
+            refused=KeysUnavailable,
+        )
+        try:
+            return {str(k): str(v) for k, v in answer["data"]["data"].items()}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise KeysUnavailable("vault sent malformed secrets") from exc
+
     # -- talking to Vault ---------------------------------------------------------------
 
     def _client(self) -> hvac.Client:
@@ -263,3 +282,34 @@ class VaultKeys:
                 log.warning("vault: %s failed (%s)", what, type(exc).__name__)
                 raise KeysUnavailable(f"vault unreachable ({type(exc).__name__})") from exc
         raise AssertionError("unreachable")  # the loop returns or raises
+
+
+SECRETS_TTL_S = 300.0  # a secret changed in Vault reaches the app within this time
+_secret_readers: dict[tuple[str, str, str, str], tuple[VaultKeys, dict[str, str], float]] = {}
+_secret_lock = threading.Lock()
+
+
+def app_secret(settings: Settings, name: str) -> str:
+    """One of the app's secrets from Vault's KV store (cached SECRETS_TTL_S).
+
+    Raises KeysUnavailable when Vault is not configured, unreachable, refuses the
+    app's role, or does not hold ``name``.
+    """
+    if not settings.vault_addr:
+        raise KeysUnavailable("vault is not configured")
+    where = (
+        settings.vault_addr,
+        settings.vault_role_id,
+        settings.vault_kv_mount,
+        settings.vault_kv_path,
+    )
+    with _secret_lock:
+        reader, values, read_at = _secret_readers.get(where, (None, {}, 0.0))
+        if reader is None or time.monotonic() - read_at >= SECRETS_TTL_S:
+            reader = reader or VaultKeys(settings)
+            values = reader.read_secrets()
+            _secret_readers[where] = (reader, values, time.monotonic())
+    if not values.get(name):
+        log.error("vault: the app's secrets hold no %s", name)
+        raise KeysUnavailable(f"vault holds no {name}")
+    return values[name]

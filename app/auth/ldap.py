@@ -23,6 +23,7 @@ from ldap3 import NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
+from app.crypto import KeysUnavailable
 from app.errors import DependencyUnavailable
 from app.models import Role
 from app.settings import Settings
@@ -106,6 +107,21 @@ def _first(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def bind_password(settings: Settings) -> str:
+    """The service account's password: given in the settings, else the app's secret
+    ``ldap_bind_password`` in Vault's KV store (how the deployment keeps it)."""
+    given = settings.ldap_bind_password.get_secret_value()
+    if given or not settings.ldap_bind_dn or not settings.vault_addr:
+        return given
+    from app.vault_keys import app_secret
+
+    try:
+        return app_secret(settings, "ldap_bind_password")
+    except KeysUnavailable as exc:
+        log.warning("ldap: no bind password from vault (%s)", exc)
+        raise DependencyUnavailable("vault") from exc
+
+
 def authenticate(settings: Settings, username: str, password: str) -> DirectoryUser | None:
     """The directory's user (``authenticated`` False for a wrong password); None if unknown.
 
@@ -118,9 +134,7 @@ def authenticate(settings: Settings, username: str, password: str) -> DirectoryU
     server = _server(settings)
     service: Connection | None = None
     try:
-        service = _open(
-            settings, server, settings.ldap_bind_dn, settings.ldap_bind_password.get_secret_value()
-        )
+        service = _open(settings, server, settings.ldap_bind_dn, bind_password(settings))
         if not service.bind():
             raise DependencyUnavailable("ldap", "refusing the service account")
         display_attr = settings.ldap_display_name_attr

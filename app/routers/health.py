@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from app import __version__, db
 from app.metrics import DEPENDENCY_FAILURES, exposition
 from app.redis_client import redis_for
+from app.serving_pool import serving_urls
 from app.settings import EncryptionMode, Environment, Settings, get_settings
 
 router = APIRouter(tags=["health"])
@@ -103,14 +104,22 @@ async def _vault(settings: Settings) -> None:
 
 
 async def _serving(settings: Settings) -> None:
+    """Up when any gpu host's model server lists its models: the app balances over them."""
     token = settings.serving_token.get_secret_value()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(
         verify=_verify(settings.serving_ca_cert), headers=headers
     ) as client:
-        response = await client.get(f"{settings.serving_url.rstrip('/')}/models")
-    if response.status_code != 200:
-        raise NotReady(f"status {response.status_code}")
+
+        async def status(url: str) -> str:
+            try:
+                return str((await client.get(f"{url}/models")).status_code)
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
+
+        statuses = await asyncio.gather(*(status(url) for url in serving_urls(settings)))
+    if "200" not in statuses:
+        raise NotReady(f"no serving host answers: {', '.join(statuses)}")
 
 
 Probe = Callable[[Settings], Awaitable[None]]

@@ -194,6 +194,41 @@ def test_ldap_down_gives_503_naming_it(settings: Settings) -> None:
     assert response.json()["down"] == ["ldap"]
 
 
+def test_the_bind_password_comes_from_vault(
+    settings: Settings, ldap_server: Any, openbao: Any
+) -> None:
+    """Deployed, the app holds no bind password: it reads it from Vault's KV store."""
+    from pydantic import SecretStr
+
+    from app import vault_keys
+
+    from_vault = settings.model_copy(update={"ldap_bind_password": SecretStr("")})
+    attempt = {"username": "clin1", "password": ldap_server.users["clin1"]}
+    try:
+        openbao.put_app_secrets({"ldap_bind_password": ldap_server.bind_password})
+        vault_keys._secret_readers.clear()
+        with app_client(from_vault) as client:
+            assert client.post("/api/v1/auth/login", json=attempt).status_code == 200
+
+        # a wrong one there: the directory refuses the service account
+        openbao.put_app_secrets({"ldap_bind_password": "not-the-bind-password"})
+        vault_keys._secret_readers.clear()
+        with app_client(from_vault) as client:
+            refused = client.post("/api/v1/auth/login", json=attempt)
+        assert refused.status_code == 503 and refused.json()["down"] == ["ldap"]
+
+        # none there: 503 naming Vault, where the password should be
+        openbao.put_app_secrets({"other": "value"})
+        vault_keys._secret_readers.clear()
+        with app_client(from_vault) as client:
+            missing = client.post("/api/v1/auth/login", json=attempt)
+        assert missing.status_code == 503 and missing.json()["down"] == ["vault"]
+        assert ldap_server.bind_password not in missing.text
+    finally:
+        openbao.put_app_secrets({})
+        vault_keys._secret_readers.clear()
+
+
 def test_ldap_certificate_is_verified(settings: Settings, ldap_server: Any, tmp_path: Any) -> None:
     from tests.services.pki import make_pki
 

@@ -12,9 +12,10 @@ It listens on 127.0.0.1 with TLS from the test PKI, is initialised with one
 key share and unsealed, then given:
 
 - the ``transit`` engine at ``transit/`` with an aes256-gcm96 key ``clinchat``;
+- a KV v2 engine at ``clinchat/`` for the app's secrets (``put_app_secrets``);
 - AppRole with the role ``clinchat-app``, whose policy allows only encrypt,
-  decrypt and data keys with that key (and the ``default`` policy every token
-  gets: look up and renew itself).
+  decrypt and data keys with that key and reading ``clinchat/data/app`` (and the
+  ``default`` policy every token gets: look up and renew itself).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from tests.services.process import ServerProcess
 
 ROLE = "clinchat-app"
 TRANSIT_KEY = "clinchat"
+KV_MOUNT = "clinchat"
 APP_POLICY = f"""
 path "transit/encrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/decrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/datakey/plaintext/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/datakey/wrapped/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
+path "{KV_MOUNT}/data/app" {{ capabilities = ["read"] }}
 """
 
 
@@ -196,6 +199,11 @@ audit "file" "file" {{
         with self.client(self.root_token) as api:
             _ok(api.post("/sys/mounts/transit", json={"type": "transit"}))
             _ok(api.post(f"/transit/keys/{TRANSIT_KEY}", json={"type": "aes256-gcm96"}))
+            _ok(
+                api.post(
+                    f"/sys/mounts/{KV_MOUNT}", json={"type": "kv", "options": {"version": "2"}}
+                )
+            )
             _ok(api.post(f"/sys/policies/acl/{ROLE}", json={"policy": APP_POLICY}))
             _ok(api.post("/sys/auth/approle", json={"type": "approle"}))
             _ok(
@@ -216,6 +224,11 @@ audit "file" "file" {{
             self.secret_id = _ok(api.post(f"/auth/approle/role/{ROLE}/secret-id")).json()["data"][
                 "secret_id"
             ]
+
+    def put_app_secrets(self, secrets: dict[str, str]) -> None:
+        """Replace the app's secrets (KV ``clinchat/app``), as the openbao role writes them."""
+        with self.client(self.root_token) as api:
+            _ok(api.post(f"/{KV_MOUNT}/data/app", json={"data": secrets}))
 
     def login(self) -> str:
         """An AppRole login as the app does it; returns the client token."""
