@@ -103,3 +103,22 @@ test: lint unit infra molecule e2e
 
 clean: lab-down
 	rm -rf $(VENV)
+
+# The NVIDIA driver (roles/nvidia). Its packages (about 294 MiB of .debs: the
+# open kernel module, GSP firmware, the kernels and headers DKMS builds for)
+# are not in the lab's bundle; this bundle adds them, in its own directories.
+NVIDIA_BUNDLE_DIR := $(CLINCHAT_CACHE)/bundle-nvidia
+.PHONY: bundle-nvidia molecule-nvidia nvidia-dkms-drill
+
+bundle-nvidia: venv
+	ansible-playbook playbooks/bundle.yml -i inventories/lab -e bundle_include_nvidia=true \
+	  -e bundle_dir=$(NVIDIA_BUNDLE_DIR) -e bundle_build_dir=$(CLINCHAT_CACHE)/bundle-build-nvidia
+
+# The packages from the bundle on a lab host, the skip without a GPU (about 3 min; not in `make test`).
+molecule-nvidia: venv bundle-nvidia lab-image
+	rc=0; CLINCHAT_BUNDLE_DIR=$(NVIDIA_BUNDLE_DIR) molecule test -s nvidia || rc=$$?; \
+	  $(LAB) serve-bundle; exit $$rc
+
+# The DKMS build of the module on a qemu VM whose kernel headers match (TCG: slow; on demand).
+nvidia-dkms-drill: venv bundle-nvidia lab-image
+	NVIDIA_BUNDLE_DIR=$(NVIDIA_BUNDLE_DIR) bash tests/nvidia/dkms-drill.sh

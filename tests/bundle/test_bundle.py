@@ -31,17 +31,27 @@ from .conftest import (
 pytestmark = pytest.mark.bundle
 
 
-def role_packages(gpu: bool) -> set[str]:
-    """Every __<role>_packages list; the __<role>_gpu_packages lists only with gpu hosts."""
+def role_packages(gpu: bool, nvidia: bool = False) -> set[str]:
+    """Every __<role>_packages list; the __<role>_gpu_packages lists only with gpu
+    hosts, the nvidia role's only with the driver (bundle_include_nvidia)."""
     packages: set[str] = set()
     for path in REPO.glob("roles/*/vars/Debian-13.yml"):
         data = yaml.safe_load(path.read_text()) or {}
         for key, value in data.items():
+            if key == "__nvidia_gpu_packages" and not (gpu and nvidia):
+                continue
             if re.fullmatch(r"__\w+_packages", key) and (
                 gpu or not re.fullmatch(r"__\w+_gpu_packages", key)
             ):
                 packages.update(value)
     return packages
+
+
+def has_nvidia_driver(manifest: dict) -> bool:
+    """The bundle carries the NVIDIA driver (bundle_include_nvidia)."""
+    return "nvidia" in manifest["debian"]["packages_by_role"] and bool(
+        manifest["debian"]["packages_by_role"]["nvidia"]
+    )
 
 
 def has_gpu_hosts(manifest: dict) -> bool:
@@ -99,7 +109,7 @@ def test_sha256sums_cover_the_whole_bundle(built: Run) -> None:
 
 
 def test_every_package_a_role_installs_is_in_the_bundle(manifest: dict) -> None:
-    wanted = role_packages(gpu=has_gpu_hosts(manifest))
+    wanted = role_packages(gpu=has_gpu_hosts(manifest), nvidia=has_nvidia_driver(manifest))
     assert wanted, "no roles/*/vars/Debian-13.yml lists __<role>_packages"
     assert wanted <= set(manifest["debian"]["packages"])
     gpu_only = role_packages(gpu=True) - role_packages(gpu=False)

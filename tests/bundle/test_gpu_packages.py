@@ -69,3 +69,42 @@ def test_an_unknown_torch_source_is_refused(roles_dir: Path, tmp_path: Path):
     )
     assert run.rc != 0
     assert "bundle_serving_torch" in run.output
+
+
+@pytest.fixture(scope="module")
+def nvidia_roles_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A role named nvidia: its __nvidia_gpu_packages is the NVIDIA driver."""
+    roles = tmp_path_factory.mktemp("roles")
+    (roles / "nvidia/vars").mkdir(parents=True)
+    (roles / "nvidia/vars/Debian-13.yml").write_text(
+        "---\n__nvidia_gpu_packages: [nvidia-smi]\n__nvidia_kernel_flavours: [amd64]\n"
+    )
+    (roles / "demo/vars").mkdir(parents=True)
+    (roles / "demo/vars/Debian-13.yml").write_text(
+        "---\n__demo_packages: [jq]\n__demo_gpu_packages: [python3-torch]\n"
+    )
+    return roles
+
+
+def test_cpu_gpu_hosts_get_no_nvidia_driver(nvidia_roles_dir: Path, tmp_path: Path):
+    """The lab's gpu host runs Debian's CPU torch: torch, but no driver."""
+    by_role, _ = inputs(nvidia_roles_dir, tmp_path, bundle_include_serving="true")
+    assert by_role == {"demo": ["jq", "python3-torch"], "nvidia": []}
+
+
+def test_cuda_torch_brings_the_nvidia_driver(nvidia_roles_dir: Path, tmp_path: Path):
+    by_role, _ = inputs(
+        nvidia_roles_dir, tmp_path, bundle_include_serving="true", bundle_serving_torch="wheelhouse"
+    )
+    assert by_role["nvidia"] == ["nvidia-smi"]
+
+
+def test_the_driver_on_demand_and_never_without_gpu_hosts(nvidia_roles_dir: Path, tmp_path: Path):
+    by_role, _ = inputs(
+        nvidia_roles_dir, tmp_path, bundle_include_serving="true", bundle_include_nvidia="true"
+    )
+    assert by_role["nvidia"] == ["nvidia-smi"]
+    by_role, _ = inputs(
+        nvidia_roles_dir, tmp_path, bundle_include_serving="false", bundle_include_nvidia="true"
+    )
+    assert by_role["nvidia"] == []
