@@ -22,8 +22,10 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx
 
+from app.crypto import KeysUnavailable
 from app.errors import DependencyUnavailable
 from app.metrics import SERVING_UPSTREAM_FAILURES
 from app.settings import Settings
@@ -145,12 +147,25 @@ def tls_verify(settings: Settings) -> ssl.SSLContext | bool:
     return True
 
 
-def client_for(upstream: Upstream, settings: Settings) -> httpx.AsyncClient:
-    """An HTTP client for one host: its base URL, the bearer token, the CA to verify it."""
-    headers = {}
+async def bearer_headers(settings: Settings) -> dict[str, str]:
+    """The serving's bearer token: the app's secret ``serving_token`` in Vault's KV
+    store with ``secrets_in_vault`` (how the deployment keeps it), else the setting."""
     token = settings.serving_token.get_secret_value()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    if settings.secrets_in_vault:
+        from app.vault_keys import app_secret
+
+        try:
+            token = await anyio.to_thread.run_sync(app_secret, settings, "serving_token")
+        except KeysUnavailable as exc:
+            log.warning("serving: no token from vault (%s)", exc)
+            raise DependencyUnavailable("vault") from exc
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client_for(
+    upstream: Upstream, settings: Settings, headers: dict[str, str]
+) -> httpx.AsyncClient:
+    """An HTTP client for one host: its base URL, the bearer token, the CA to verify it."""
     return httpx.AsyncClient(
         base_url=upstream.url,
         headers=headers,

@@ -82,7 +82,9 @@ class Settings(BaseSettings):
         None, description="the unwrapped secret id (0600, the service's state directory)"
     )
     vault_transit_mount: str = "transit"
-    # The app's secrets kept in Vault (KV v2): the LDAP bind password when not given here.
+    # The app's secrets kept in Vault (KV v2) instead of in these settings (the deployment's
+    # way): ldap_bind_password and serving_token, read at first use and every 5 minutes.
+    secrets_in_vault: bool = Field(False, description="secrets from Vault KV, not from here")
     vault_kv_mount: str = "clinchat"
     vault_kv_path: str = "app"
     vault_transit_key: str = "clinchat"

@@ -108,11 +108,11 @@ def _first(value: object) -> str:
 
 
 def bind_password(settings: Settings) -> str:
-    """The service account's password: given in the settings, else the app's secret
-    ``ldap_bind_password`` in Vault's KV store (how the deployment keeps it)."""
-    given = settings.ldap_bind_password.get_secret_value()
-    if given or not settings.ldap_bind_dn or not settings.vault_addr:
-        return given
+    """The service account's password: the app's secret ``ldap_bind_password`` in
+    Vault's KV store with ``secrets_in_vault`` (how the deployment keeps it), else
+    the setting."""
+    if not settings.secrets_in_vault or not settings.ldap_bind_dn:
+        return settings.ldap_bind_password.get_secret_value()
     from app.vault_keys import app_secret
 
     try:

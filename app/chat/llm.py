@@ -24,7 +24,7 @@ import anyio
 import httpx
 
 from app.errors import DependencyUnavailable
-from app.serving_pool import Lease, client_for, pool_for, retryable
+from app.serving_pool import Lease, bearer_headers, client_for, pool_for, retryable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,11 @@ async def model_info(settings: Settings) -> ModelInfo:
     if cached and time.monotonic() - cached[2] < MODEL_INFO_TTL_S:
         return cached[1]
     pool = pool_for(settings)
+    headers = await bearer_headers(settings)
     for upstream in await pool.candidates(settings):
         held = pool.lease(upstream)
         try:
-            async with client_for(upstream, settings) as client:
+            async with client_for(upstream, settings, headers) as client:
                 response = await client.get("/models")
         except httpx.HTTPError as exc:
             pool.failed(upstream, f"/models: {type(exc).__name__}")
@@ -182,10 +183,11 @@ async def open_stream(
         "temperature": settings.temperature if temperature is None else temperature,
     }
     pool = pool_for(settings)
+    headers = await bearer_headers(settings)
     at_capacity = False
     for upstream in await pool.candidates(settings):
         held = pool.lease(upstream)
-        client = client_for(upstream, settings)
+        client = client_for(upstream, settings, headers)
         try:
             response = await client.send(
                 client.build_request("POST", "/chat/completions", json=body), stream=True

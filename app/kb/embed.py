@@ -23,7 +23,7 @@ import httpx
 
 from app.errors import DependencyUnavailable
 from app.models import EMBEDDING_DIM
-from app.serving_pool import client_for, pool_for, retryable
+from app.serving_pool import bearer_headers, client_for, pool_for, retryable
 from app.settings import EmbeddingBackend, Settings
 
 if TYPE_CHECKING:
@@ -114,10 +114,11 @@ class ServingEmbedder:
         """One batch, from the first host that answers (embedding twice is harmless)."""
         settings = self.settings
         pool = pool_for(settings)
+        headers = await bearer_headers(settings)
         for upstream in await pool.candidates(settings):
             held = pool.lease(upstream)
             try:
-                async with client_for(upstream, settings) as client:
+                async with client_for(upstream, settings, headers) as client:
                     response = await client.post(
                         "/embeddings", json={"model": settings.embedding_model, "input": batch}
                     )

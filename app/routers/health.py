@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from app import __version__, db
 from app.metrics import DEPENDENCY_FAILURES, exposition
 from app.redis_client import redis_for
-from app.serving_pool import serving_urls
+from app.serving_pool import bearer_headers, serving_urls
 from app.settings import EncryptionMode, Environment, Settings, get_settings
 
 router = APIRouter(tags=["health"])
@@ -105,8 +105,7 @@ async def _vault(settings: Settings) -> None:
 
 async def _serving(settings: Settings) -> None:
     """Up when any gpu host's model server lists its models: the app balances over them."""
-    token = settings.serving_token.get_secret_value()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = await bearer_headers(settings)
     async with httpx.AsyncClient(
         verify=_verify(settings.serving_ca_cert), headers=headers
     ) as client:

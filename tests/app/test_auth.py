@@ -202,7 +202,9 @@ def test_the_bind_password_comes_from_vault(
 
     from app import vault_keys
 
-    from_vault = settings.model_copy(update={"ldap_bind_password": SecretStr("")})
+    from_vault = settings.model_copy(
+        update={"ldap_bind_password": SecretStr(""), "secrets_in_vault": True}
+    )
     attempt = {"username": "clin1", "password": ldap_server.users["clin1"]}
     try:
         openbao.put_app_secrets({"ldap_bind_password": ldap_server.bind_password})

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from app import serving_pool
+from app import serving_pool, vault_keys
 from app.chat import llm
 from app.errors import DependencyUnavailable
 from app.kb.embed import ServingEmbedder
@@ -29,10 +32,14 @@ from tests.services.stack import PrivateServing
 QUESTION = [{"role": "user", "content": "Which dose?"}]
 
 
+TOKEN = secrets.token_urlsafe(24)
+
+
 @pytest.fixture(scope="module")
 def second_host(serving: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServing]:
-    """A second model server beside the session's (the same tiny model, another port)."""
-    host = PrivateServing(root=Path(tmp_path_factory.mktemp("second-gpu")))
+    """A second model server beside the session's (the same tiny model, another port),
+    which wants the bearer token (the session's takes any)."""
+    host = PrivateServing(root=Path(tmp_path_factory.mktemp("second-gpu")), api_key=TOKEN)
     host.start()
     yield host
     host.stop()
@@ -44,7 +51,9 @@ def two_hosts(
 ) -> Iterator[Settings]:
     """Settings naming both hosts, with a fresh pool (no counts or pauses from other tests)."""
     serving_pool._pools.clear()
-    yield base_settings.model_copy(update={"serving_url": f"{serving},{second_host.url}"})
+    yield base_settings.model_copy(
+        update={"serving_url": f"{serving},{second_host.url}", "serving_token": SecretStr(TOKEN)}
+    )
     serving_pool._pools.clear()
 
 
@@ -178,3 +187,40 @@ def test_readiness_needs_one_host_of_several(base_settings: Settings, serving: s
     none_up = base_settings.model_copy(update={"serving_url": f"{closed},{closed}"})
     with pytest.raises(health.NotReady, match="no serving host answers: ConnectError"):
         asyncio.run(health._serving(none_up))
+
+
+def test_the_token_comes_from_vault(
+    base_settings: Settings, second_host: PrivateServing, openbao: Any
+) -> None:
+    """Deployed, the app holds no serving token: it reads it from Vault's KV store."""
+    serving_pool._pools.clear()
+    from_vault = base_settings.model_copy(
+        update={
+            "serving_url": second_host.url,
+            "serving_token": SecretStr(""),
+            "secrets_in_vault": True,
+        }
+    )
+    try:
+        openbao.put_app_secrets({"serving_token": TOKEN})
+        vault_keys._secret_readers.clear()
+        asyncio.run(answer(from_vault))
+        asyncio.run(health._serving(from_vault))
+
+        openbao.put_app_secrets({"serving_token": "not-the-token"})
+        vault_keys._secret_readers.clear()
+        llm._model_info.clear()
+        with pytest.raises(DependencyUnavailable) as refused:
+            asyncio.run(answer(from_vault))
+        assert refused.value.name == "serving"  # the host answered 401
+
+        openbao.put_app_secrets({})
+        vault_keys._secret_readers.clear()
+        with pytest.raises(DependencyUnavailable) as missing:
+            asyncio.run(answer(from_vault))
+        assert missing.value.name == "vault"
+        assert TOKEN not in str(missing.value)
+    finally:
+        openbao.put_app_secrets({})
+        vault_keys._secret_readers.clear()
+        serving_pool._pools.clear()

@@ -53,6 +53,7 @@ class PrivateServing:
 
     root: Path
     port: int = field(default_factory=free_port)
+    api_key: str = field(default="", repr=False)  # empty: /v1 takes any client
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +69,8 @@ class PrivateServing:
         if not (model / "config.json").exists():
             subprocess.run([*cli, "make-test-model", str(model)], check=True, cwd=REPO)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        if self.api_key:
+            env["CLINCHAT_SERVE_API_KEY"] = self.api_key
         self.process = subprocess.Popen(  # noqa: S603
             [
                 *cli,
