@@ -16,7 +16,7 @@ from labtest import lab_host
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1]
 ROLE_VARS = SCENARIO_DIR.parents[1] / "roles/nvidia/vars/Debian-13.yml"
-BUNDLE_APT = "http://10.213.0.1:8088/apt"
+BUNDLE_APT = "http://10.213.0.1:8089/apt"  # prepare.yml serves the bundle with the driver there
 DKMS_MODULE = "nvidia-current-open"
 MOK_KEY = "/var/lib/dkms/mok.key"
 MOK_CERT = "/var/lib/dkms/mok.pub"
