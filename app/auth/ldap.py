@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 from ldap3 import NONE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPSASLPrepError
 from ldap3.utils.conv import escape_filter_chars
 
 from app.crypto import KeysUnavailable
@@ -159,6 +159,11 @@ def authenticate(settings: Settings, username: str, password: str) -> DirectoryU
         try:
             if not user_conn.bind():
                 return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
+        except LDAPSASLPrepError:
+            # SASLprep (RFC 4013) refuses control, private-use and bidi characters, so
+            # no directory password holds them: a wrong password, not an outage (which
+            # anyone could fake, and which would not count toward lockout).
+            return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
         finally:
             user_conn.unbind()
 

@@ -184,6 +184,22 @@ def test_wrong_password_and_unknown_user_are_refused_alike(
     assert not [e for e in events if not e["source_ip"].startswith("10.")]
 
 
+@pytest.mark.parametrize("odd", ["\t", "\x01", "\ue000", "\u200e"])
+def test_a_password_saslprep_refuses_is_a_wrong_password(
+    anon: TestClient, settings: Settings, ldap_server: Any, odd: str
+) -> None:
+    """Not a 503 "ldap is unavailable" that anyone could cause, and it counts."""
+    since = last_audit_id(settings)
+    response = anon.post(
+        "/api/v1/auth/login",
+        json={"username": "clin1", "password": ldap_server.users["clin1"] + odd},
+    )
+    assert response.status_code == 401
+    assert response.json() == {"detail": "wrong username or password"}
+    [event] = audit_rows(settings, "auth.login", since)
+    assert event["outcome"] == "failure" and event["detail"]["reason"] == "bad_credentials"
+
+
 def test_ldap_down_gives_503_naming_it(settings: Settings) -> None:
     down = settings.model_copy(update={"ldap_url": "ldap://127.0.0.1:9"})
     with app_client(down) as client:
