@@ -138,6 +138,15 @@ def for_model(settings: Settings, text: str) -> str:
     return redact(text) if settings.redact_prompts else text
 
 
+def _screen(
+    settings: Settings, question: str, history: Sequence[Turn]
+) -> tuple[dict[str, int], str, list[Turn]]:
+    """The question's PHI counts, and the question and history as the model may see them."""
+    phi = count_phi(question, "prompt")
+    turns = [Turn(t.role, for_model(settings, t.content)) for t in history]
+    return phi, for_model(settings, question), turns
+
+
 @dataclass
 class Answer:
     """An answer about to be streamed: its citations and, when grounded, the upstream stream."""
@@ -187,13 +196,14 @@ async def prepare(
     temperature: float | None = None,
 ) -> Answer:
     """Retrieve and, if anything is relevant, open the model's stream (raises 503s)."""
-    phi = count_phi(question, "prompt")
-    asked = for_model(settings, question)
+    # PHI detection is CPU work proportional to the text (up to ~100 turns of 32,000
+    # characters through the facade): in a worker thread, so the event loop keeps
+    # serving every other request meanwhile.
+    phi, asked, turns = await anyio.to_thread.run_sync(_screen, settings, question, history)
     hits = await retrieve(db, settings, asked)
     if not hits:
         log.info("answer: nothing relevant retrieved; not-found answer")
         return Answer([], None, phi)
-    turns = [Turn(t.role, for_model(settings, t.content)) for t in history]
     stream, used = await _open(settings, asked, hits, turns, max_tokens, temperature)
     log.info("answer: %d chunks retrieved, %d in the prompt", len(hits), used)
     return Answer([Citation.of(n, hit) for n, hit in enumerate(hits[:used], 1)], stream, phi)

@@ -17,12 +17,36 @@ Candidate = tuple[int, int, PhiType, int]
 _EMAIL_RE = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 )
-_URL_RE = re.compile(
-    r"(?:\b(?:https?|ftp|sftp)://|\bwww\.)[^\s<>\"'()\[\]{}]+"
-    r"|\b(?:[a-z0-9-]+\.)+(?:com|org|net|edu|gov|mil|int|io|health|info|biz|us|uk|ca|test|example"
-    r"|invalid|local|med|care|clinic|hospital)(?:/[^\s<>\"'()\[\]{}]*)?\b",
-    re.IGNORECASE,
+_URL_RE = re.compile(r"(?:\b(?:https?|ftp|sftp)://|\bwww\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
+# A bare host name (``clinic.example.org/path``): a dotted run matched once from its
+# start, its last listed top-level label found in Python. A regex that searched for the
+# label itself backtracked over the whole run from every label: quadratic on long
+# dotted runs (seconds for 8,000 characters), which anyone can paste into a question.
+_DOTTED_RE = re.compile(r"(?<![\w.-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?:/[^\s<>\"'()\[\]{}]*)?")
+_TLDS = frozenset(
+    "com org net edu gov mil int io health info biz us uk ca test example invalid local med"
+    " care clinic hospital".split()
 )
+
+
+def _bare_host(text: str, match: re.Match[str]) -> tuple[int, int] | None:
+    """The span of the host name (and its path) in a dotted run, or None."""
+    run = match.group(0)
+    host, slash, path = run.partition("/")
+    labels = host.split(".")
+    last = max((i for i, label in enumerate(labels) if i > 0 and label.lower() in _TLDS), default=0)
+    if not last:
+        return None
+    start = match.start() + len(run) - len(run.lstrip("-"))  # a name starts at a letter or digit
+    end = match.start() + len(".".join(labels[: last + 1]))
+    if last == len(labels) - 1 and slash:
+        while path and not (path[-1].isalnum() or path[-1] == "_"):
+            path = path[:-1]
+        if path:  # the path up to its last word character, as a URL ends
+            end += 1 + len(path)
+    return start, end
+
+
 _GAP = r"[ \t]*(?:[.\-][ \t]*)?(?:\n[ \t]*)?"  # a separator that may wrap onto the next line
 _PHONE_RE = re.compile(
     r"(?<![\w/.-])(?:(?P<cc>\+?1)[ \t.-]*)?(?:\((?P<area1>\d{3})\)|(?P<area2>\d{3}))"
@@ -260,6 +284,10 @@ def find_structured(text: str) -> Iterator[Candidate]:
         while end > m.start() and text[end - 1] in ".,;:!?":
             end -= 1
         yield m.start(), end, PhiType.URL, 7
+    for m in _DOTTED_RE.finditer(text):
+        span = _bare_host(text, m)
+        if span:
+            yield span[0], span[1], PhiType.URL, 7
     for m in _PHONE_RE.finditer(text):
         yield m.start(), m.end(), _phone_kind(text, m.start()), 4
     for m in _INTL_PHONE_RE.finditer(text):

@@ -339,3 +339,32 @@ def test_bundled_lists_load() -> None:
     lex = lexicon()
     assert len(lex.first) > 1000 and len(lex.last) > 1000
     assert "hope" in lex.ambiguous and "bell" in lex.eponyms and "palsy" in lex.heads
+
+
+@pytest.mark.parametrize(
+    ("text", "url"),
+    [
+        ("Portal: clinic.example.org/results/123.", "clinic.example.org/results/123"),
+        ("see WWW.Example.COM today", "WWW.Example.COM"),
+        ("host -intranet.hospital/wiki/ here", "intranet.hospital/wiki"),
+        ("a.b.c.health.x9 then", "a.b.c.health"),
+    ],
+)
+def test_bare_host_names(text: str, url: str) -> None:
+    spans = [text[s.start : s.end] for s in detect(text) if s.type is PhiType.URL]
+    assert spans == [url]
+
+
+@pytest.mark.parametrize("text", ["v1.2.3 release", "e.g. fever", "x_clinic.com", "1.5 mg"])
+def test_dotted_words_that_are_not_host_names(text: str) -> None:
+    assert not [s for s in detect(text) if s.type is PhiType.URL]
+
+
+def test_a_dotted_run_is_matched_once_from_its_start() -> None:
+    """The bare-host pattern cannot backtrack from every label of a long dotted run (it
+    did, quadratically: seconds for 8,000 characters, from text anyone can send)."""
+    from app.phi.patterns import _DOTTED_RE
+
+    run = "a." * 4000 + "1"
+    assert [m.span() for m in _DOTTED_RE.finditer(run)] == [(0, len(run))]
+    assert not [s for s in detect(run) if s.type is PhiType.URL]
