@@ -44,7 +44,8 @@ class AuditUnavailable(RuntimeError):
     """The audit trail cannot be written: the request must not go ahead."""
 
 
-def _key(settings: Settings) -> bytes:
+def hmac_key(settings: Settings) -> bytes:
+    """The audit HMAC key (a fixed development key outside production)."""
     key = settings.audit_hmac_key.get_secret_value().encode()
     if key:
         return key
@@ -101,7 +102,7 @@ async def record(
     ``detail`` holds identifiers and counts only, never text a user typed.
     """
     try:
-        key = _key(settings)
+        key = hmac_key(settings)
         await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         prev = await session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
         event = AuditEvent(
@@ -177,7 +178,7 @@ def verify_rows(key: bytes, rows: Iterable[AuditEvent]) -> Verdict:
 
 async def verify(session: AsyncSession, settings: Settings) -> Verdict:
     """Walk the whole chain; name the first row whose link is broken."""
-    walk = _Walk(_key(settings))
+    walk = _Walk(hmac_key(settings))
     result = await session.stream_scalars(
         select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)
     )

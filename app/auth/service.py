@@ -7,6 +7,7 @@ are committed before the error is raised, so a refused attempt is never lost.
 """
 
 import dataclasses
+import hmac
 import logging
 import time
 import uuid
@@ -18,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record
-from app.audit.chain import Actor
+from app.audit.chain import Actor, hmac_key
 from app.auth.ldap import DirectoryUser, authenticate_async, roles_for
 from app.auth.local import find_local_user, verify_password
 from app.auth.lockout import Locked, Lockout
@@ -57,14 +58,20 @@ class SignedIn:
     principal: Principal
 
 
-def audit_name(username: str, known: bool) -> str:
-    """What the audit trail records as the actor of an attempt.
+def audit_name(settings: Settings, username: str, known: bool) -> str:
+    """What the audit trail (and so syslog) records as the actor of an attempt.
 
     A known account's name is a staff identifier. A name nobody has may be anything
-    typed into the field (a password, a patient's name): it is stored redacted.
+    typed into the field: a password typed one field too early, a patient's name. It
+    is recorded as ``unknown:<keyed hash>``: the same text gives the same hash, so a
+    run of guesses still shows, and without the audit key the hash cannot be tested
+    against a list of passwords.
     """
     cleaned = "".join(ch for ch in username if ch.isprintable())[:256]
-    return cleaned if known else redact(cleaned)[:256]
+    if known:
+        return cleaned
+    digest = hmac.new(hmac_key(settings), b"unknown-name:" + cleaned.encode(), "sha256")
+    return f"unknown:{digest.hexdigest()[:16]}"
 
 
 def _locked_message(locked: Locked) -> str:
@@ -119,7 +126,7 @@ async def sign_in(
     username = username.strip()
     redis = redis_for(settings)
     lockout = Lockout(redis, settings)
-    anonymous = Actor(username=audit_name(username, known=False), source_ip=source_ip)
+    anonymous = Actor(username=audit_name(settings, username, known=False), source_ip=source_ip)
 
     if not username.isprintable():  # a NUL would fail the query: such a name is nobody's
         await _audit_refusal(db, settings, anonymous, "bad_username")
@@ -157,7 +164,7 @@ async def sign_in(
             user = await _upsert_directory_user(db, directory, roles)
 
     if user is None:
-        actor = Actor(username=audit_name(username, known), source_ip=source_ip)
+        actor = Actor(username=audit_name(settings, username, known), source_ip=source_ip)
         lock = await lockout.failed(username, source_ip)
         await _audit_refusal(db, settings, actor, "bad_credentials", lock)
         raise SignInError(401, WRONG_CREDENTIALS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
@@ -171,15 +172,20 @@ def test_wrong_password_and_unknown_user_are_refused_alike(
 ) -> None:
     since = last_audit_id(settings)
     wrong = anon.post("/api/v1/auth/login", json={"username": "clin1", "password": "not-it-123"})
-    # A name nobody has may be anything typed into the field: stored redacted.
-    typed = "Test MRN 12345678"
+    # A name nobody has may be anything typed into the field (here a password typed
+    # one field too early): stored as a keyed hash, the same for the same text.
+    typed = "Synthetic-Passw0rd-typed-early"
     unknown = anon.post("/api/v1/auth/login", json={"username": typed, "password": "whatever-1"})
+    again = anon.post("/api/v1/auth/login", json={"username": typed, "password": "whatever-2"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json() == {"detail": "wrong username or password"}
     events = audit_rows(settings, "auth.login", since)
-    assert [e["outcome"] for e in events] == ["failure", "failure"]
+    assert again.status_code == 401
+    assert [e["outcome"] for e in events] == ["failure", "failure", "failure"]
     assert events[0]["actor"] == "clin1"
-    assert "12345678" not in events[1]["actor"] and "[MRN]" in events[1]["actor"]
+    assert re.fullmatch(r"unknown:[0-9a-f]{16}", events[1]["actor"])
+    assert events[2]["actor"] == events[1]["actor"]
+    assert "Passw0rd" not in json.dumps(events)
     assert all(e["detail"] == {"reason": "bad_credentials"} for e in events)
     assert not [e for e in events if not e["source_ip"].startswith("10.")]
 
@@ -198,6 +204,8 @@ def test_a_password_saslprep_refuses_is_a_wrong_password(
     assert response.json() == {"detail": "wrong username or password"}
     [event] = audit_rows(settings, "auth.login", since)
     assert event["outcome"] == "failure" and event["detail"]["reason"] == "bad_credentials"
+    # counted: the right password then resets the count (other tests sign in as clin1)
+    assert sign_in(anon, "clin1", ldap_server.users["clin1"])["username"] == "clin1"
 
 
 def test_ldap_down_gives_503_naming_it(settings: Settings) -> None:
