@@ -132,7 +132,7 @@ async def sign_in(
         await _audit_refusal(db, settings, anonymous, "bad_username")
         raise SignInError(401, WRONG_CREDENTIALS)
 
-    locked = await lockout.check(username, source_ip)
+    locked = await lockout.begin(username, source_ip)
     if locked is not None:
         await _audit_refusal(db, settings, anonymous, f"locked_{locked.scope}")
         raise SignInError(429, _locked_message(locked), locked.retry_after_s)
@@ -152,6 +152,7 @@ async def sign_in(
             directory = await authenticate_async(settings, username, password)
         except DependencyUnavailable:
             # Audited like any refusal, then the 503 naming "ldap" goes through.
+            await lockout.abandoned(username, source_ip)
             await _audit_refusal(db, settings, anonymous, "ldap_unavailable")
             raise
         known = directory is not None
@@ -173,7 +174,7 @@ async def sign_in(
     if user.disabled:
         await _audit_refusal(db, settings, actor, "disabled")
         raise SignInError(403, "this account is disabled")
-    await lockout.succeeded(username)
+    await lockout.succeeded(username, source_ip)
     await record(
         db,
         settings,

@@ -475,6 +475,67 @@ def test_lockout_after_five_failures_even_with_the_right_password(
     assert "locked_user" in reasons
 
 
+def test_parallel_guesses_cannot_outrun_the_lockout(
+    settings: Settings, users: Callable[..., uuid.UUID]
+) -> None:
+    """Twelve wrong passwords sent at once: only the threshold's five are checked, the
+    rest are refused as locked (each attempt is counted before its password is)."""
+    import httpx
+
+    from app.db import dispose_all
+    from app.main import app
+    from app.redis_client import close_all
+
+    name = local_user(users, "clinician")
+    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/api/v1/auth/login",
+                            json={"username": name, "password": f"wrong-{i}-password"},
+                            headers={"X-Real-IP": "10.250.1.1"},
+                        )
+                        for i in range(12)
+                    )
+                )
+            return sorted(r.status_code for r in responses)
+        finally:
+            await dispose_all()
+            await close_all()
+
+    try:
+        statuses = asyncio.run(burst())
+    finally:
+        app.dependency_overrides.clear()
+    assert statuses == [401] * 5 + [429] * 7
+
+
+def test_a_name_written_otherwise_counts_toward_the_same_lock(
+    settings: Settings, users: Callable[..., uuid.UUID]
+) -> None:
+    """Full-width or upper-case letters (which a directory matches as the same name)
+    do not give an attacker five more guesses."""
+    name = local_user(users, "clinician")
+    variants = [
+        name.upper(),
+        "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in name),  # full width
+    ]
+    with app_client(settings) as client:
+        for i in range(5):
+            response = client.post(
+                "/api/v1/auth/login",
+                json={"username": variants[i % 2], "password": "wrong-password-1"},
+            )
+            assert response.status_code == 401
+        locked = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+    assert locked.status_code == 429
+
+
 def test_failures_from_one_address_are_throttled(
     settings: Settings, users: Callable[..., uuid.UUID]
 ) -> None:
