@@ -122,3 +122,14 @@ molecule-nvidia: venv bundle-nvidia lab-image
 # The DKMS build of the module on a qemu VM whose kernel headers match (TCG: slow; on demand).
 nvidia-dkms-drill: venv bundle-nvidia lab-image
 	NVIDIA_BUNDLE_DIR=$(NVIDIA_BUNDLE_DIR) bash tests/nvidia/dkms-drill.sh
+
+# The harden role's scenario alone (not in MOLECULE_SCENARIOS yet; timing in molecule/README.md).
+.PHONY: molecule-harden lynis
+molecule-harden: venv bundle lab-image
+	$(LAB) serve-bundle
+	molecule test -s harden
+
+# Lynis on fresh lab hosts: stock, base, base + harden (and with LYNIS_VM=1 a
+# hardened qemu VM); writes artifacts/lynis/*.json (tests/harden/lynis-measure).
+lynis: venv bundle lab-image
+	tests/harden/lynis-measure
