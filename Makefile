@@ -14,7 +14,9 @@ export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export CLINCHAT_CACHE ?= /var/cache/clinchat
 LAB := tests/lab/clinchat-lab
-MOLECULE_SCENARIOS := bundle base pki postgresql redis openbao lab_directory serving app nginx
+# Longest first, so that the lanes end together (times in molecule/README.md).
+MOLECULE_SCENARIOS := openbao app serving redis lab_directory postgresql nginx pki base bundle
+MOLECULE_LANES ?= 2
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 
 .PHONY: help setup venv dev lint unit infra bundle lab-image lab lab-down prod-layout molecule e2e test clean
@@ -71,9 +73,7 @@ lab-image: venv setup
 
 molecule: venv bundle lab-image
 	$(LAB) serve-bundle
-	set -e; for scenario in $(MOLECULE_SCENARIOS); do \
-	  echo "== molecule test -s $$scenario"; molecule test -s $$scenario; \
-	done
+	molecule/run-scenarios $(MOLECULE_LANES) $(MOLECULE_SCENARIOS)
 
 e2e: venv bundle lab-image
 	pytest -q tests/e2e
