@@ -16,6 +16,7 @@ appear in logs and metrics (they are not PHI); request content never does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -84,9 +85,10 @@ class ServingPool:
         if not self.upstreams:
             raise DependencyUnavailable("serving", "not configured")
         now = time.monotonic()
-        for upstream in self.upstreams:
-            if upstream.failures and not upstream.paused(now):
-                await self._probe(upstream, settings)
+        due = [u for u in self.upstreams if u.failures and not u.paused(now)]
+        for upstream in due:  # one probe per host: other requests skip it meanwhile
+            upstream.paused_until = now + PROBE_TIMEOUT_S
+        await asyncio.gather(*(self._probe(u, settings) for u in due))
         now = time.monotonic()
         usable = [u for u in self.upstreams if not u.paused(now)]
         if not usable:
