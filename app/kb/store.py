@@ -17,7 +17,15 @@ from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, selectinload
 
-from app.models import Chunk, Document, DocumentStatus, DocumentVersion, VersionStatus
+from app.models import (
+    Chunk,
+    Conversation,
+    Document,
+    DocumentStatus,
+    DocumentVersion,
+    Message,
+    VersionStatus,
+)
 
 
 async def lock_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
@@ -155,3 +163,16 @@ async def cited_chunk(session: AsyncSession, chunk_id: int) -> CitedChunk | None
         )
     ).first()
     return CitedChunk(*row) if row else None
+
+
+async def cited_to(session: AsyncSession, user_id: uuid.UUID, chunk_id: int) -> bool:
+    """Whether an answer in one of ``user_id``'s conversations cited this chunk."""
+    cited = (
+        select(Message.id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.user_id == user_id,
+            Message.citations.contains([{"chunk_id": chunk_id}]),
+        )
+    )
+    return bool(await session.scalar(select(exists(cited))))

@@ -323,6 +323,14 @@ async def get_document(
     return await _document_out(db, document_id)
 
 
+async def _may_read(db: DbSession, principal: Principal, cited: store.CitedChunk) -> bool:
+    if principal.has(Role.admin, Role.auditor) or principal.break_glass:
+        return True
+    if cited.chunk.searchable and cited.document.status == DocumentStatus.active:
+        return True
+    return await store.cited_to(db, principal.user_id, cited.chunk.id)
+
+
 @chunks_router.get("/{chunk_id}", response_model=ChunkOut, responses={404: {}})
 async def get_chunk(
     chunk_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
@@ -330,8 +338,27 @@ async def get_chunk(
     db: DbSession,
     settings: SettingsDep,
 ) -> ChunkOut:
-    """A cited passage, as the UI shows it when a citation is clicked."""
+    """A cited passage, as the UI shows it when a citation is clicked.
+
+    Admins, auditors and break-glass read any passage. A clinician reads what search
+    can return (the live version of an active document) and what an answer of theirs
+    cited, so an old answer's sources stay checkable after a new version or a
+    retirement; anything else is "no such chunk", as ids are sequential.
+    """
     cited = await store.cited_chunk(db, chunk_id)
+    if cited is not None and not await _may_read(db, principal, cited):
+        await record(
+            db,
+            settings,
+            "document.read",
+            principal.actor,
+            outcome="failure",
+            entity_type="document",
+            entity_id=cited.document.id,
+            detail={"chunk_id": chunk_id, "reason": "not_live_nor_cited"},
+        )
+        await db.commit()
+        cited = None
     if cited is None:
         raise HTTPException(404, "no such chunk")
     await record(

@@ -8,6 +8,7 @@ test client's own event loop (``client.portal``), where the app's pools live.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -429,6 +430,60 @@ def test_a_cited_chunk_opens_for_every_role_and_is_audited(
     assert reads == 3
     assert nobody.get(f"/api/v1/chunks/{hit.chunk_id}").status_code == 403  # no role
     done_with(nobody)
+
+
+def test_superseded_and_retired_passages_only_for_whom_they_were_cited(
+    admin: TestClient, login: Callable[..., TestClient], settings: Settings
+) -> None:
+    """Ids are sequential: a clinician reads the live passages and those an answer of
+    theirs cited, not every superseded or retired one; admins and auditors read all."""
+    cited_to, other, auditor = (login(r) for r in (Role.clinician, Role.clinician, Role.auditor))
+    old = "# Heparin\n\nThe heparin bolus is 80 units per kg before the infusion.\n"
+    document = ingest(admin, settings, "heparin.md", unique(old), content_type="text/markdown")
+    old_chunk = search(admin, settings, "heparin bolus units per kg")[0].chunk_id
+    new = upload(
+        admin,
+        "heparin.md",
+        unique(old.replace("80", "60")),
+        path=f"{API}/{document['id']}/versions",
+    )
+    assert process(admin, settings, new.json()["latest"]["id"]) == "ready"
+    new_chunk = search(admin, settings, "heparin bolus units per kg")[0].chunk_id
+    assert new_chunk != old_chunk
+    # an answer in cited_to's conversation cited the old passage
+    with psycopg.connect(conninfo(settings)) as conn:
+        conversation = conn.execute(
+            "INSERT INTO conversations (id, user_id, title_enc) VALUES (gen_random_uuid(), %s,"
+            " 'x'::bytea) RETURNING id",
+            (cited_to.user_id,),  # type: ignore[attr-defined]
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, role, content_enc, citations, grounded,"
+            " model) VALUES (gen_random_uuid(), %s, 'assistant', 'x'::bytea, %s, true, 'm')",
+            (conversation, json.dumps([{"chunk_id": old_chunk, "document_id": document["id"]}])),
+        )
+    done_with(admin)
+
+    def status(client: TestClient, chunk_id: int) -> int:
+        code = client.get(f"/api/v1/chunks/{chunk_id}").status_code
+        done_with(client)
+        return code
+
+    assert status(other, new_chunk) == 200  # live: every role
+    assert status(other, old_chunk) == 404  # superseded and never cited to them
+    assert status(cited_to, old_chunk) == 200  # their answer cited it
+    assert status(auditor, old_chunk) == 200
+    assert admin.post(f"{API}/{document['id']}/retire").status_code == 200
+    done_with(admin)
+    assert status(other, new_chunk) == 404  # retired
+    assert status(auditor, new_chunk) == 200
+    with psycopg.connect(conninfo(settings)) as conn:
+        refused = conn.execute(
+            "SELECT count(*) FROM audit_events WHERE action = 'document.read'"
+            " AND outcome = 'failure' AND entity_id = %s",
+            (document["id"],),
+        ).fetchone()[0]  # type: ignore[index]
+    assert refused == 2
 
 
 # -- pages ----------------------------------------------------------------------------------------
