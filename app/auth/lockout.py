@@ -104,7 +104,7 @@ class Lockout:
     async def _uncount(self, scope: str, value: str) -> None:
         fail_key = self._keys(scope, value)[0]
         if int(await self.redis.get(fail_key) or 0) > 0:
-            await self.redis.decr(fail_key)
+            await self.redis.incrby(fail_key, -1)  # the app's ACL allows INCRBY, not DECR
 
     async def succeeded(self, username: str, source_ip: str) -> None:
         """A right password resets the username's count and un-counts the address's attempt."""
