@@ -21,6 +21,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -188,3 +189,33 @@ class Lease:
         if not self.released:
             self.released = True
             self.upstream.outstanding -= 1
+
+
+async def request(settings: Settings, method: str, path: str, json: Any = None) -> httpx.Response:
+    """One whole (not streamed) request, answered 200 by the first host that can.
+
+    A host that fails is paused and the next one tried, so the request must be safe
+    to repeat. A 4xx other than 429 is misconfiguration, the same on every host: 503.
+    """
+    pool = pool_for(settings)
+    headers = await bearer_headers(settings)
+    for upstream in await pool.candidates(settings):
+        held = pool.lease(upstream)
+        try:
+            async with client_for(upstream, settings, headers) as client:
+                response = await client.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            pool.failed(upstream, f"{path}: {type(exc).__name__}")
+            continue
+        finally:
+            held.release()
+        if retryable(response.status_code):
+            if response.status_code != 429:
+                pool.failed(upstream, f"{path} answered {response.status_code}")
+            continue
+        if response.status_code != 200:
+            log.warning("serving %s %s answered %d", upstream.name, path, response.status_code)
+            raise DependencyUnavailable("serving")
+        pool.succeeded(upstream)
+        return response
+    raise DependencyUnavailable("serving")

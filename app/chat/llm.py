@@ -24,7 +24,7 @@ import anyio
 import httpx
 
 from app.errors import DependencyUnavailable
-from app.serving_pool import Lease, bearer_headers, client_for, pool_for, retryable
+from app.serving_pool import Lease, bearer_headers, client_for, pool_for, request, retryable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,36 +74,16 @@ async def model_info(settings: Settings) -> ModelInfo:
     cached = _model_info.get(id(settings))
     if cached and time.monotonic() - cached[2] < MODEL_INFO_TTL_S:
         return cached[1]
-    pool = pool_for(settings)
-    headers = await bearer_headers(settings)
-    for upstream in await pool.candidates(settings):
-        held = pool.lease(upstream)
-        try:
-            async with client_for(upstream, settings, headers) as client:
-                response = await client.get("/models")
-        except httpx.HTTPError as exc:
-            pool.failed(upstream, f"/models: {type(exc).__name__}")
-            continue
-        finally:
-            held.release()
-        if retryable(response.status_code):
-            if response.status_code != 429:
-                pool.failed(upstream, f"/models answered {response.status_code}")
-            continue
-        if response.status_code != 200:
-            log.warning("serving /models answered %d", response.status_code)
-            raise DependencyUnavailable("serving")
-        pool.succeeded(upstream)
-        try:
-            cards = response.json()["data"]
-            wanted = settings.serving_model or cards[0]["id"]
-            card: dict[str, Any] = next((c for c in cards if c.get("id") == wanted), {})
-            info = ModelInfo(str(wanted), card.get("max_model_len"))
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise DependencyUnavailable("serving", "answering a malformed model list") from exc
-        _model_info[id(settings)] = (settings, info, time.monotonic())
-        return info
-    raise DependencyUnavailable("serving")
+    response = await request(settings, "GET", "/models")
+    try:
+        cards = response.json()["data"]
+        wanted = settings.serving_model or cards[0]["id"]
+        card: dict[str, Any] = next((c for c in cards if c.get("id") == wanted), {})
+        info = ModelInfo(str(wanted), card.get("max_model_len"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise DependencyUnavailable("serving", "answering a malformed model list") from exc
+    _model_info[id(settings)] = (settings, info, time.monotonic())
+    return info
 
 
 def _error_code(body: bytes) -> str:

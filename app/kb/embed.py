@@ -23,7 +23,7 @@ import httpx
 
 from app.errors import DependencyUnavailable
 from app.models import EMBEDDING_DIM
-from app.serving_pool import bearer_headers, client_for, pool_for, retryable
+from app.serving_pool import request
 from app.settings import EmbeddingBackend, Settings
 
 if TYPE_CHECKING:
@@ -112,32 +112,9 @@ class ServingEmbedder:
 
     async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
         """One batch, from the first host that answers (embedding twice is harmless)."""
-        settings = self.settings
-        pool = pool_for(settings)
-        headers = await bearer_headers(settings)
-        for upstream in await pool.candidates(settings):
-            held = pool.lease(upstream)
-            try:
-                async with client_for(upstream, settings, headers) as client:
-                    response = await client.post(
-                        "/embeddings", json={"model": settings.embedding_model, "input": batch}
-                    )
-            except httpx.HTTPError as exc:
-                pool.failed(upstream, f"/embeddings: {type(exc).__name__}")
-                continue
-            finally:
-                held.release()
-            if retryable(response.status_code):
-                if response.status_code != 429:
-                    pool.failed(upstream, f"/embeddings answered {response.status_code}")
-                continue
-            if response.status_code != 200:
-                # 401/404: misconfiguration, the same on every host
-                log.warning("serving embeddings answered %d", response.status_code)
-                raise DependencyUnavailable("serving")
-            pool.succeeded(upstream)
-            return self._vectors(response, len(batch))
-        raise DependencyUnavailable("serving")
+        body = {"model": self.settings.embedding_model, "input": batch}
+        response = await request(self.settings, "POST", "/embeddings", body)
+        return self._vectors(response, len(batch))
 
     @staticmethod
     def _vectors(response: httpx.Response, expected: int) -> list[list[float]]:
