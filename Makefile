@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export CLINCHAT_CACHE ?= /var/cache/clinchat
 LAB := tests/lab/clinchat-lab
 # Longest first, so that the lanes end together (times in molecule/README.md).
-MOLECULE_SCENARIOS := openbao app serving redis lab_directory postgresql nginx pki base bundle
+MOLECULE_SCENARIOS := openbao app serving redis lab_directory postgresql nginx pki firewall base bundle
 MOLECULE_LANES ?= 2
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 

@@ -110,6 +110,10 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "pki_dir": "/var/lib/clinchat/pki/prod-layout",
         "clinchat_secrets_dir": str(SECRETS_DIR),
         "app_ldap_url": "",
+        # The lab logs in as root with a key; the controller is the admin network.
+        "harden_ssh_allow_groups": ["root", "clinchat-admin"],
+        "harden_ssh_permit_root_login": "prohibit-password",
+        "firewall_admin_networks": ["10.213.0.1"],
         # The hospital brings its model; the lab makes the tiny test model.
         "serving_model_make_test": True,
         "serving_embedding_model_make_test": True,
