@@ -59,7 +59,7 @@ lint: venv
 	ansible-lint --profile production
 
 unit: venv
-	pytest -q tests/services tests/phi tests/serving tests/app
+	pytest -q tests/services tests/phi tests/serving tests/app tests/audit
 
 # The lab tool (nspawn and qemu hosts) and the offline bundle themselves.
 infra: venv bundle lab-image
