@@ -5,6 +5,7 @@ other lab hosts (and the controller), each against a listener that answers."""
 import json
 import shlex
 import socket
+import time
 
 import pytest
 from labtest import lab_host
@@ -85,8 +86,11 @@ def test_the_web_tier_reaches_the_app_and_the_database_does_not():
 
 
 def test_https_is_open_to_the_clients():
-    assert connect(DB, WEB, 443) == "open"
+    """The clinicians' workstations stand outside the lab's tiers: the
+    controller. (The db host's own output chain would stop it: it does not
+    use the web tier.)"""
     assert connect_from_controller(WEB, 443) == "open"
+    assert connect(DB, WEB, 443) == "dropped"
 
 
 def test_a_port_opened_by_hand_is_dropped():
@@ -109,6 +113,63 @@ def test_the_ruleset_is_default_deny_and_loaded_at_boot():
     assert service.is_enabled and service.is_running
     # Flushed by hand, the service's restart (as at boot) loads it again.
     host.check_output("nft flush ruleset")
-    assert connect(WEB, DB, 5432) == "open"
+    assert connect_from_controller(DB, 5432) == "open"
     host.check_output("systemctl restart nftables")
-    assert connect(WEB, DB, 5432) == "dropped"
+    assert connect_from_controller(DB, 5432) == "dropped"
+
+
+@pytest.fixture
+def controller_listener():
+    """A listener on the controller's lab address: a destination no host's
+    ruleset names."""
+    server = socket.create_server(("10.213.0.1", 0))
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_outgoing_traffic_is_default_deny(controller_listener):
+    # The bundle mirror is named by bundle_url: reachable.
+    assert connect(DB, "10.213.0.1", 8088) == "open"
+    # Anything else on the controller: dropped on the way out.
+    assert connect(DB, "10.213.0.1", controller_listener) == "dropped"
+    # The app host reaches the database (the tier it uses); the database
+    # host does not reach the app host's port even though app accepts
+    # nobody but web there: its own output chain stops it first.
+    host = lab_host(NAMES[DB])
+    counters = json.loads(host.check_output("nft --json list counter inet clinchat dropped_out"))
+    before = next(i["counter"]["packets"] for i in counters["nftables"] if "counter" in i)
+    assert connect(DB, APP, 8000) == "dropped"
+    counters = json.loads(host.check_output("nft --json list counter inet clinchat dropped_out"))
+    after = next(i["counter"]["packets"] for i in counters["nftables"] if "counter" in i)
+    assert after > before  # counted
+
+
+_LOCKOUT = """#!/usr/sbin/nft -f
+flush ruleset
+table inet clinchat {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+	}
+}
+"""
+
+
+def test_a_ruleset_that_shuts_ansible_out_is_rolled_back():
+    """The role's way of loading a ruleset (clinchat-fw-apply, as its handler
+    does) with a ruleset that drops SSH: nobody confirms, and the timer puts
+    the previous ruleset and file back."""
+    host = lab_host(NAMES[WEB])
+    host.check_output(f"printf %s {shlex.quote(_LOCKOUT)} > /etc/nftables.conf")
+    # Started as its own unit: the SSH session it runs in is cut by the new rules.
+    host.check_output("systemd-run --unit=fw-test-apply /usr/local/sbin/clinchat-fw-apply 8")
+    time.sleep(2)
+    assert connect_from_controller(WEB, 22) == "dropped"
+    deadline = time.monotonic() + 30
+    while connect_from_controller(WEB, 22) != "open" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert connect_from_controller(WEB, 22) == "open"
+    assert host.file("/etc/nftables.conf").content_string.strip() != _LOCKOUT.strip()
+    assert connect_from_controller(WEB, 443) == "open"  # the appliance's rules are back
+    # The restored file is the live ruleset as it was before (the role's rules).
+    assert "ssh from the admin networks" in host.file("/etc/nftables.conf").content_string
