@@ -3,9 +3,13 @@ nowhere else; every other port is dropped. Proven by real clients on the
 other lab hosts (and the controller), each against a listener that answers."""
 
 import json
+import os
+import re
 import shlex
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from labtest import lab_host
@@ -173,3 +177,23 @@ def test_a_ruleset_that_shuts_ansible_out_is_rolled_back():
     assert connect_from_controller(WEB, 443) == "open"  # the appliance's rules are back
     # The restored file is the live ruleset as it was before (the role's rules).
     assert "ssh from the admin networks" in host.file("/etc/nftables.conf").content_string
+
+
+def test_a_rule_added_by_hand_is_drift_and_the_next_run_removes_it():
+    """`nft add rule` changes no file: the role's 4.3.10 probe compares the
+    live ruleset with the file's, so --check reports it and a run undoes it."""
+    host = lab_host(NAMES[DB])
+    host.check_output("nft add rule inet clinchat input tcp dport 9999 accept comment by-hand")
+    assert connect_from_controller(DB, 9999) == "open"
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    playbook = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"
+    argv = ["ansible-playbook", "-i", inventory, "--limit", NAMES[DB], str(playbook)]
+    check = subprocess.run([*argv, "--check", "-v"], capture_output=True, text=True, check=False)
+    assert re.search(rf"{NAMES[DB]}\s*:\s*ok=\d+\s+changed=[1-9]", check.stdout), check.stdout[
+        -3000:
+    ]
+    assert "by-hand" in check.stdout  # the probe's evidence names the rule
+    assert connect_from_controller(DB, 9999) == "open"  # check mode changed nothing
+    converge = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert converge.returncode == 0, converge.stdout[-3000:]
+    assert connect_from_controller(DB, 9999) == "dropped"
