@@ -1,18 +1,23 @@
 """Every control the roles carry, read from their tasks files, and what a report lacks.
 
-The lab's audit test (to come) checks that every control of every role that
-ran on a host is in that host's report; the fixture test here checks the helper.
+The lab's audit test (tests/e2e/test_audit.py) checks that every control of
+every role that ran on a host is in that host's report; the fixture test here
+checks the helper.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible_collections.clinchat.appliance.plugins.plugin_utils import controls as ctl
 
 REPO = Path(__file__).resolve().parents[2]
+# The collection's plain-Python helpers, also from tests/e2e (no tests/audit conftest).
+sys.path.insert(0, str(REPO / "collections"))
+
+from ansible_collections.clinchat.appliance.plugins.plugin_utils import controls as ctl  # noqa: E402
 
 
 def is_include(task: dict[str, Any]) -> bool:
