@@ -16,26 +16,28 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.audit.controls import missing_from_report, tasks_with_controls
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, SPEC
 from tests.e2e.lab_client import RECAP, ssh
 
-HOSTS = {
-    "lab-web1": "10.213.0.11",
-    "lab-app1": "10.213.0.12",
-    "lab-data1": "10.213.0.13",
-    "lab-gpu1": "10.213.0.14",
-    "lab-dir1": "10.213.0.15",
+# The lab's hosts and the roles each runs in site.yml, from its spec's groups.
+LAB_HOSTS = yaml.safe_load(SPEC.read_text())["hosts"]
+HOSTS = {name: host["address"] for name, host in LAB_HOSTS.items()}
+COMMON = {"base", "harden", "firewall", "pki"}
+ROLES_OF_GROUP = {
+    "web": {"nginx"},
+    "app": {"app"},
+    "db": {"postgresql"},
+    "cache": {"redis"},
+    "vault": {"openbao"},
+    "gpu": {"nvidia", "serving"},
+    "directory": {"lab_directory"},
 }
-# The roles each host runs in site.yml (inventories/lab/lab.yml's groups).
-COMMON = {"base", "harden", "firewall"}
 ROLES = {
-    "lab-web1": COMMON | {"pki", "nginx"},
-    "lab-app1": COMMON | {"pki", "app"},
-    "lab-data1": COMMON | {"pki", "openbao", "postgresql", "redis"},
-    "lab-gpu1": COMMON | {"pki", "nvidia", "serving"},
-    "lab-dir1": COMMON | {"pki", "lab_directory"},
+    name: COMMON.union(*(ROLES_OF_GROUP[group] for group in host["groups"]))
+    for name, host in LAB_HOSTS.items()
 }
 # A tasks file another role runs (include_role tasks_from) reports on that role's hosts.
 INCLUDED_BY = {"roles/openbao/tasks/approle_credentials.yml": "app"}
