@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from serving.settings import Settings
 
@@ -72,6 +72,17 @@ def serve_parser() -> argparse.ArgumentParser:
     a("--embedding-model-dir", type=Path, help="[CLINCHAT_SERVE_EMBEDDING_MODEL_DIR]")
     a("--embedding-model-name", help="[CLINCHAT_SERVE_EMBEDDING_MODEL_NAME]")
     a("--api-key-file", type=Path, help="bearer token file [CLINCHAT_SERVE_API_KEY_FILE]")
+    a("--vault-addr", help="read the token from Vault at start [CLINCHAT_SERVE_VAULT_ADDR]")
+    a("--vault-ca-cert", type=Path, help="[CLINCHAT_SERVE_VAULT_CA_CERT]")
+    a("--vault-role-id-file", type=Path, help="[CLINCHAT_SERVE_VAULT_ROLE_ID_FILE]")
+    a(
+        "--vault-wrapped-secret-id-file",
+        type=Path,
+        help="[CLINCHAT_SERVE_VAULT_WRAPPED_SECRET_ID_FILE]",
+    )
+    a("--vault-secret-id-file", type=Path, help="[CLINCHAT_SERVE_VAULT_SECRET_ID_FILE]")
+    a("--vault-kv-mount", help="[CLINCHAT_SERVE_VAULT_KV_MOUNT]")
+    a("--vault-kv-path", help="[CLINCHAT_SERVE_VAULT_KV_PATH]")
     a("--tls-cert-file", type=Path, help="PEM certificate [CLINCHAT_SERVE_TLS_CERT_FILE]")
     a("--tls-key-file", type=Path, help="PEM private key [CLINCHAT_SERVE_TLS_KEY_FILE]")
     a(
@@ -104,6 +115,17 @@ def serve(argv: list[str]) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.api_key is None and settings.vault_addr:
+        from serving.vault import VaultRefused, VaultUnavailable
+
+        try:
+            settings = settings.model_copy(update={"api_key": _api_key_from_vault(settings)})
+        except VaultUnavailable as exc:  # 3: systemd restarts the unit and tries again
+            print(f"clinchat-serve: {exc}", file=sys.stderr)
+            return 3
+        except VaultRefused as exc:  # 2: the deployment must fix it (RestartPreventExitStatus)
+            print(f"clinchat-serve: {exc}", file=sys.stderr)
+            return 2
     import uvicorn
 
     from serving import loader
@@ -135,6 +157,22 @@ def serve(argv: list[str]) -> int:
         print(f"clinchat-serve: loading the model failed: {failed[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _api_key_from_vault(settings: Settings) -> SecretStr:
+    from serving.vault import VaultSource
+
+    assert settings.vault_role_id_file is not None and settings.vault_secret_id_file is not None
+    source = VaultSource(
+        addr=settings.vault_addr,
+        ca_cert=settings.vault_ca_cert,
+        role_id_file=settings.vault_role_id_file,
+        wrapped_secret_id_file=settings.vault_wrapped_secret_id_file,
+        secret_id_file=settings.vault_secret_id_file,
+        kv_mount=settings.vault_kv_mount,
+        kv_path=settings.vault_kv_path,
+    )
+    return SecretStr(source.api_key())
 
 
 def server_config(settings: Settings, app: Any) -> Any:

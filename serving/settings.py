@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         default=None, description="File holding the bearer token (first line)."
     )
+    vault_addr: str = Field(
+        default="",
+        description="Vault/OpenBao URL: take the bearer token from its KV store at start "
+        "(serving/vault.py) when no api_key is given.",
+    )
+    vault_ca_cert: Path | None = Field(default=None, description="CA file that verifies Vault.")
+    vault_role_id_file: Path | None = Field(default=None, description="AppRole role id file.")
+    vault_wrapped_secret_id_file: Path | None = Field(
+        default=None, description="Response-wrapped AppRole secret id (single use) file."
+    )
+    vault_secret_id_file: Path | None = Field(
+        default=None, description="Where the unwrapped secret id is kept (0600)."
+    )
+    vault_kv_mount: str = Field(default="clinchat", description="KV v2 mount of the token.")
+    vault_kv_path: str = Field(default="serving", description="KV path; the key is api_key.")
     tls_cert_file: Path | None = Field(
         default=None, description="PEM certificate (chain): serve HTTPS only, TLS 1.2 or later."
     )
@@ -82,6 +97,14 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _vault_files(self) -> Settings:
+        if self.vault_addr and (
+            self.vault_role_id_file is None or self.vault_secret_id_file is None
+        ):
+            raise ValueError("vault_addr needs vault_role_id_file and vault_secret_id_file")
         return self
 
     @model_validator(mode="after")

@@ -18,8 +18,10 @@ from tests.e2e.lab_client import (
     APP_HOST,
     DATA_HOST,
     DIR_HOST,
+    GPU_HOST,
     LAB_CA,
     POLICY_QUESTION,
+    SECRETS,
     SSH_KEY,
     WEB,
     WEB_HOST,
@@ -198,3 +200,21 @@ def test_the_hop_to_the_app_is_tls_verified_by_name(converged: Path) -> None:
         input="", capture_output=True, text=True, check=False, timeout=30,
     )  # fmt: skip
     assert "Verify return code: 0 (ok)" in names.stdout, names.stdout[-2000:]
+
+
+def test_the_model_server_takes_its_token_from_vault_and_enforces_it(converged: Path) -> None:
+    """The gpu host keeps no copy of the token: clinchat-serve signs in with its
+    AppRole at start and reads it from OpenBao's KV store (clinchat/serving).
+    The streamed-answer test shows the app's copy (clinchat/app) is the same."""
+    credentials = ssh(GPU_HOST, "ls /etc/clinchat/credentials").split()
+    assert "serving_api_key" not in credentials, credentials
+    assert {"serving_vault_role_id", "serving_vault_wrapped_secret_id"} <= set(credentials)
+    token = (SECRETS / "serving_api_key").read_text().strip()
+    found = ssh(GPU_HOST, f"grep -rlF -- {token} /etc /var/lib /root /tmp || true")
+    assert found.strip() == "", found  # in the server's memory only
+    # The unwrapped secret id, kept for restarts, is the service's alone.
+    kept = ssh(GPU_HOST, "stat -c '%a %U' /var/lib/clinchat-serve/vault_secret_id")
+    assert kept.split() == ["600", "clinchat-serve"], kept
+    # The token was read, not left empty: the API refuses a client without it.
+    assert statuses_from(APP_HOST, f"https://{GPU_HOST}:8081/v1/models") == [401]
+    assert statuses_from(APP_HOST, f"https://{GPU_HOST}:8081/health") == [200]
