@@ -222,3 +222,62 @@ def test_paragraphs_pack_together_up_to_the_limit() -> None:
     assert [c.text for c in chunk_blocks(blocks, max_chars=200)] == [
         "Paragraph 0.\n\nParagraph 1.\n\nParagraph 2."
     ]
+
+
+def _understated(docx: bytes, name: str, padding: int) -> bytes:
+    """The DOCX with ``padding`` spaces after the real text of ``name``, its headers
+    declaring only the real size and CRC: the 1.5 MB that unpacked to 1.5 GB."""
+    import struct
+    import zlib
+
+    with zipfile.ZipFile(io.BytesIO(docx)) as archive:
+        real = {i.filename: archive.read(i) for i in archive.infolist()}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for filename, content in real.items():
+            if filename != name:
+                archive.writestr(filename, content)
+                continue
+            with archive.open(filename, "w", force_zip64=False) as member:
+                member.write(content)
+                block = b" " * 2**20
+                for _ in range(padding // len(block)):
+                    member.write(block)
+    data = bytearray(buffer.getvalue())
+    size, crc = len(real[name]), zlib.crc32(real[name])
+    encoded = name.encode()
+    local = data.index(b"PK\x03\x04")
+    while data[local + 30 : local + 30 + len(encoded)] != encoded:
+        local = data.index(b"PK\x03\x04", local + 4)
+    struct.pack_into("<I", data, local + 14, crc)
+    struct.pack_into("<I", data, local + 22, size)
+    central = data.index(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(encoded)] != encoded:
+        central = data.index(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", data, central + 16, crc)
+    struct.pack_into("<I", data, central + 24, size)
+    return bytes(data)
+
+
+def test_a_docx_understating_its_size_is_read_in_bounded_memory() -> None:
+    import tracemalloc
+
+    bomb = _understated(kbdocs.docx(kbdocs.INSULIN_DOCX), "word/document.xml", 200 * 2**20)
+    assert len(bomb) < 2 * 2**20  # 200 MiB of spaces compress to a few hundred kB
+    tracemalloc.start()
+    try:
+        parsed = parse(bomb, "insulin.docx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Only the declared bytes are inflated: the real document, nothing of the padding.
+    assert any(b.text.startswith("Add 40 mmol") for b in parsed.blocks)
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_docx_whose_text_parts_unpack_past_the_limit_is_refused() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b" " * (p._MAX_UNZIPPED + 1))
+    with pytest.raises(p.FileTooLarge):
+        parse(buffer.getvalue(), "big.docx")
