@@ -7,6 +7,12 @@
     clinchat-admin reindex                      re-embed every searchable chunk
     clinchat-admin worker                       the ingestion worker (as app.kb.worker)
     clinchat-admin vault-unwrap                 trade the wrapped AppRole secret id (unit start)
+    clinchat-admin users list                   every user, source, roles, disabled
+    clinchat-admin users disable NAME [--reason R]  disable, revoke tokens, end sessions
+    clinchat-admin users enable NAME            enable again (an admin's decision)
+    clinchat-admin users end-sessions NAME      sign the user out everywhere
+    clinchat-admin users revoke-tokens NAME     revoke every API token of the user
+    clinchat-admin users sync [NAME ...] [--force]  disable directory leavers now
 
 Settings come from the environment and credentials exactly as the service's do
 (app/settings.py). An expected failure is one line on stderr and an exit status,
@@ -189,6 +195,73 @@ def vault_unwrap(settings: Settings, _: argparse.Namespace) -> int:
     return OK
 
 
+def users(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``users`` commands; every change is audited as clinchat-admin."""
+    from sqlalchemy import select
+
+    from app.audit import record
+    from app.auth import lifecycle
+    from app.db import sessionmaker
+    from app.kb.worker import ADMIN_CLI
+    from app.models import User
+
+    if args.users_command == "sync":
+        try:
+            report = _run(
+                settings,
+                lambda: lifecycle.sync_directory(settings, args.names or None, force=args.force),
+            )
+        except lifecycle.SyncRefused as exc:
+            raise Failed(str(exc), CHECK_FAILED) from exc
+        if report.skipped:
+            raise Failed("another host is running the directory sync; try again", UNAVAILABLE)
+        print(
+            f"ok: {report.checked} directory users checked; disabled: "
+            f"{', '.join(report.disabled) or '-'}; new roles: "
+            f"{', '.join(report.roles_changed) or '-'}; ambiguous: "
+            f"{', '.join(report.ambiguous) or '-'}"
+        )
+        return OK
+
+    async def work() -> str:
+        async with sessionmaker(settings)() as db:
+            if args.users_command == "list":
+                rows = await db.scalars(select(User).order_by(User.username))
+                return "\n".join(
+                    f"{u.username}\t{u.source}\t{','.join(sorted(u.roles)) or '-'}\t"
+                    f"{'disabled' if u.disabled else 'enabled'}"
+                    for u in rows
+                )
+            user = await db.scalar(select(User).where(User.username == args.name.strip().lower()))
+            if user is None:
+                user = await db.scalar(select(User).where(User.username == args.name.strip()))
+            if user is None:
+                raise Failed(f"no user {args.name!r}", BAD_INPUT)
+            user_id, message = user.id, ""
+            if args.users_command == "disable":
+                await lifecycle.disable(db, settings, user, ADMIN_CLI, args.reason)
+                message = f"ok: {user.username} disabled; tokens revoked, sessions ended"
+            elif args.users_command == "enable":
+                await lifecycle.enable(db, settings, user, ADMIN_CLI)
+                message = f"ok: {user.username} enabled"
+            elif args.users_command == "revoke-tokens":
+                count = await lifecycle.revoke_tokens(db, settings, user, ADMIN_CLI)
+                message = f"ok: {count} tokens of {user.username} revoked"
+            elif args.users_command == "end-sessions":
+                await record(
+                    db, settings, "user.sessions_ended", ADMIN_CLI, entity_type="user",
+                    entity_id=user.id,
+                )  # fmt: skip
+                message = f"ok: every session of {user.username} ended"
+            await db.commit()
+        if args.users_command in ("disable", "end-sessions"):
+            await lifecycle.end_sessions(settings, [user_id])
+        return message
+
+    print(_run(settings, work))
+    return OK
+
+
 def worker(_: Settings, __: argparse.Namespace) -> int:
     from app.kb.worker import main as worker_main
 
@@ -224,6 +297,30 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     audit_commands.add_parser("verify", help="verify the HMAC chain").set_defaults(run=audit_verify)
+
+    people = commands.add_parser("users", help="users: list, disable, enable, sign out, sync")
+    people_commands = people.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    people_commands.add_parser("list", help="every user").set_defaults(run=users)
+    for name, text in (
+        ("disable", "disable: revoke every token, end every session"),
+        ("enable", "enable again"),
+        ("end-sessions", "end every session of the user"),
+        ("revoke-tokens", "revoke every API token of the user"),
+    ):
+        one = people_commands.add_parser(name, help=text)
+        one.add_argument("name", metavar="NAME")
+        if name == "disable":
+            one.add_argument(
+                "--reason", choices=["left", "suspended", "compromised"], default="suspended",
+                help="recorded in the audit trail (default: suspended)",
+            )  # fmt: skip
+        one.set_defaults(run=users)
+    sync = people_commands.add_parser("sync", help="disable directory leavers now")
+    sync.add_argument("names", nargs="*", metavar="NAME", help="only these directory users")
+    sync.add_argument(
+        "--force", action="store_true", help="even when many users would be disabled at once"
+    )
+    sync.set_defaults(run=users)
 
     commands.add_parser("reindex", help="re-embed every searchable chunk").set_defaults(run=reindex)
     commands.add_parser("worker", help="run the ingestion worker").set_defaults(run=worker)

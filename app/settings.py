@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     # JSON object in the environment: {"cn=clinicians,ou=groups,dc=h": "clinician", ...}
     ldap_role_groups: dict[str, str] = Field(default_factory=dict)
     session_idle_timeout_s: int = Field(900, ge=60, description="automatic logoff")
+    user_recheck_s: float = Field(
+        10, ge=0, description="a session re-reads its user's disabled flag this often"
+    )
+    directory_sync_interval_s: int = Field(
+        300, ge=0, description="the worker disables directory leavers this often; 0: off"
+    )
     session_max_age_s: int = Field(12 * 3600, ge=300)
     cookie_secure: bool = Field(True, description="False only for http://127.0.0.1 in dev")
     lockout_threshold: int = Field(5, ge=1)

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from app.auth import tokens
+from app.auth.lifecycle import user_active
 from app.auth.principal import Principal
 from app.auth.sessions import COOKIE, SessionStore
 from app.db import sessionmaker
@@ -114,6 +115,9 @@ async def current_principal(
     session = await store.load(token, client_ip(request)) if token else None
     if session is None:
         raise _unauthorized("sign-in required", "Cookie")
+    if not await user_active(settings, session.user_id):  # disabled since the sign-in
+        await store.destroy(token)  # type: ignore[arg-type]  # a session came from it
+        raise _unauthorized("this account is disabled", "Cookie")
     if request.method not in SAFE_METHODS and not await _csrf_ok(request, session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
     request.state.principal = session

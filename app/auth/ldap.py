@@ -187,3 +187,60 @@ async def authenticate_async(
     settings: Settings, username: str, password: str
 ) -> DirectoryUser | None:
     return await anyio.to_thread.run_sync(authenticate, settings, username, password)
+
+
+# -- the directory sync (app/auth/lifecycle.py) --------------------------------------------------
+
+AMBIGUOUS = "ambiguous"
+# Result codes of a search that answered: success, and a size limit hit by an ambiguous filter.
+_SEARCH_ANSWERED = (0, 4)
+
+
+def lookup_many(settings: Settings, usernames: list[str]) -> dict[str, DirectoryUser | str | None]:
+    """Each username's entry and groups as the service account sees them (no password):
+    a DirectoryUser, None when the directory has no such person, or AMBIGUOUS.
+
+    One connection for all. A search the directory does not answer (wrong base, no
+    permission, a timeout) raises DependencyUnavailable: an outage must never read as
+    "everyone left". Blocking: run it in a thread.
+    """
+    if not settings.ldap_url:
+        raise DependencyUnavailable("ldap", "not configured")
+    server = _server(settings)
+    service: Connection | None = None
+    found: dict[str, DirectoryUser | str | None] = {}
+    try:
+        service = _open(settings, server, settings.ldap_bind_dn, bind_password(settings))
+        if not service.bind():
+            raise DependencyUnavailable("ldap", "refusing the service account")
+        display_attr = settings.ldap_display_name_attr
+        for username in usernames:
+            search_filter = settings.ldap_user_filter.format(username=escape_filter_chars(username))
+            service.search(
+                settings.ldap_user_base, search_filter, SUBTREE, attributes=[display_attr],
+                size_limit=2,
+            )  # fmt: skip
+            if (service.result or {}).get("result") not in _SEARCH_ANSWERED:
+                raise DependencyUnavailable("ldap", "refusing a search")
+            entries = _entries(service)
+            if len(entries) != 1:
+                found[username] = AMBIGUOUS if entries else None
+                continue
+            dn = str(entries[0]["dn"])
+            display_name = _first(entries[0].get("attributes", {}).get(display_attr))[:256]
+            group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
+            service.search(settings.ldap_group_base, group_filter, SUBTREE, attributes=[])
+            if (service.result or {}).get("result") != 0:
+                raise DependencyUnavailable("ldap", "refusing a group search")
+            groups = tuple(str(entry["dn"]) for entry in _entries(service))
+            found[username] = DirectoryUser(username, dn, display_name, groups)
+        return found
+    except (LDAPException, OSError) as exc:
+        log.warning("ldap: %s", type(exc).__name__)
+        raise DependencyUnavailable("ldap") from None
+    finally:
+        if service is not None:
+            try:
+                service.unbind()
+            except (LDAPException, OSError):
+                pass

@@ -418,8 +418,11 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from app.auth.lifecycle import run_directory_sync
+
         try:
-            await run_worker(settings, stop)
+            # Leavers are disabled by the worker too: it already runs on every app host.
+            await asyncio.gather(run_worker(settings, stop), run_directory_sync(settings, stop))
         finally:
             from app import db, redis_client
 
