@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, selectinload
 
@@ -176,3 +176,35 @@ async def cited_to(session: AsyncSession, user_id: uuid.UUID, chunk_id: int) -> 
         )
     )
     return bool(await session.scalar(select(exists(cited))))
+
+
+PURGED_TITLE = "(a purged document)"
+
+
+@dataclass(frozen=True)
+class Purged:
+    versions: int
+    chunks: int
+    sha256: list[str]  # of each version's file: a re-upload of it can be recognised
+
+
+async def purge(session: AsyncSession, document: Document) -> Purged:
+    """Delete a locked document: its versions (the encrypted files), chunks (text and
+    embeddings) go with it (ON DELETE CASCADE). Answers that cited it keep the citation's
+    place and ids, not its title or section, which came from the document."""
+    versions = await versions_of(session, document.id)
+    chunks = await session.scalar(
+        select(func.count()).select_from(Chunk).where(Chunk.document_id == document.id)
+    )
+    key = str(document.id)
+    citing = await session.scalars(
+        select(Message).where(Message.citations.contains([{"document_id": key}]))
+    )
+    for message in citing:
+        message.citations = [
+            (c | {"title": PURGED_TITLE, "section": ""}) if c.get("document_id") == key else c
+            for c in message.citations
+        ]
+    await session.flush()
+    await session.execute(delete(Document).where(Document.id == document.id))
+    return Purged(len(versions), int(chunks or 0), [v.sha256 for v in versions])

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -308,6 +308,43 @@ async def retire(
     except UploadRefused as exc:
         return refused(exc)
     return await _document_out(db, document_id)
+
+
+class PurgeIn(BaseModel):
+    reason: Literal["wrong_document", "contains_phi", "duplicate", "other"] = Field(
+        description="recorded in the audit trail (a code: the trail holds no free text)"
+    )
+
+
+class PurgeOut(BaseModel):
+    id: uuid.UUID
+    versions: int
+    chunks: int
+
+
+@router.post("/{document_id}/purge", response_model=PurgeOut, responses={404: {}})
+async def purge(
+    document_id: uuid.UUID, body: PurgeIn, principal: Admin, db: DbSession, settings: SettingsDep
+) -> PurgeOut:
+    """Remove a document uploaded by mistake: every version's file, text and embeddings.
+
+    Unlike retiring, nothing of it stays readable, not even to auditors. The audit
+    trail keeps a tombstone: who purged it, why (a code), how many versions and
+    chunks, and each file's SHA-256.
+    """
+    document = await store.lock_document(db, document_id)
+    if document is None:
+        await db.rollback()
+        raise HTTPException(404, "no such document")
+    purged = await store.purge(db, document)
+    await record(
+        db, settings, "document.purge", principal.actor, entity_type="document",
+        entity_id=document_id,
+        detail={"reason": body.reason, "versions": purged.versions, "chunks": purged.chunks,
+                "sha256": purged.sha256},
+    )  # fmt: skip
+    await db.commit()
+    return PurgeOut(id=document_id, versions=purged.versions, chunks=purged.chunks)
 
 
 @router.get("", response_model=list[DocumentOut])

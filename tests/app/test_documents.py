@@ -486,6 +486,69 @@ def test_superseded_and_retired_passages_only_for_whom_they_were_cited(
     assert refused == 2
 
 
+def test_a_mistaken_upload_is_purged_with_a_tombstone(
+    admin: TestClient, login: Callable[..., TestClient], settings: Settings
+) -> None:
+    text = "# Ward 9 handover\n\nThe night team checks the syringe drivers at midnight.\n"
+    document = ingest(admin, settings, "handover.md", unique(text), content_type="text/markdown")
+    second = upload(admin, "handover.md", unique(text), path=f"{API}/{document['id']}/versions")
+    assert process(admin, settings, second.json()["latest"]["id"]) == "ready"
+    chunk = search(admin, settings, "when are syringe drivers checked")[0]
+    assert chunk.document_id == uuid.UUID(document["id"])
+    with psycopg.connect(conninfo(settings)) as conn:  # an answer that cited it
+        conversation = conn.execute(
+            "INSERT INTO conversations (id, user_id, title_enc) VALUES (gen_random_uuid(), %s,"
+            " 'x'::bytea) RETURNING id",
+            (admin.user_id,),  # type: ignore[attr-defined]
+        ).fetchone()[0]  # type: ignore[index]
+        citation = {"chunk_id": chunk.chunk_id, "document_id": document["id"],
+                    "title": document["title"], "section": "Ward 9 handover"}  # fmt: skip
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, role, content_enc, citations, grounded,"
+            " model) VALUES (gen_random_uuid(), %s, 'assistant', 'x'::bytea, %s, true, 'm')",
+            (conversation, json.dumps([citation])),
+        )
+    done_with(admin)
+    clinician = login(Role.clinician)
+    refused = clinician.post(f"{API}/{document['id']}/purge", json={"reason": "contains_phi"})
+    assert refused.status_code == 403
+    done_with(clinician)
+    assert admin.post(f"{API}/{document['id']}/purge", json={"reason": "??"}).status_code == 422
+    assert admin.post(f"{API}/{document['id']}/purge", json={}).status_code == 422
+
+    purged = admin.post(f"{API}/{document['id']}/purge", json={"reason": "contains_phi"})
+    assert purged.status_code == 200, purged.text
+    assert purged.json() == {"id": document["id"], "versions": 2, "chunks": 2}
+    # Nothing of it remains: not the files, the text, the embeddings, the title.
+    with psycopg.connect(conninfo(settings)) as conn:
+        left = [
+            conn.execute(query, (document["id"],)).fetchone()[0]  # type: ignore[index]
+            for query in (
+                "SELECT count(*) FROM documents WHERE id = %s",
+                "SELECT count(*) FROM document_versions WHERE document_id = %s",
+                "SELECT count(*) FROM chunks WHERE document_id = %s",
+            )
+        ]
+        citations = conn.execute(
+            "SELECT citations FROM messages WHERE conversation_id = %s", (conversation,)
+        ).fetchone()[0]  # type: ignore[index]
+        tombstone = conn.execute(
+            "SELECT actor, detail FROM audit_events WHERE action = 'document.purge'"
+            " AND entity_id = %s",
+            (document["id"],),
+        ).fetchall()
+    assert left == [0, 0, 0]
+    assert citations == [citation | {"title": "(a purged document)", "section": ""}]
+    assert "syringe" not in json.dumps(citations)
+    assert len(tombstone) == 1
+    assert tombstone[0][1]["reason"] == "contains_phi" and tombstone[0][1]["chunks"] == 2
+    assert len(tombstone[0][1]["sha256"]) == 2
+    hits = search(admin, settings, "when are syringe drivers checked")
+    assert all(h.document_id != uuid.UUID(document["id"]) for h in hits)
+    assert admin.get(f"/api/v1/chunks/{chunk.chunk_id}").status_code == 404
+    assert admin.post(f"{API}/{document['id']}/purge", json={"reason": "other"}).status_code == 404
+
+
 # -- pages ----------------------------------------------------------------------------------------
 
 
