@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, Request, status
 from app.auth import tokens
 from app.auth.lifecycle import user_active
 from app.auth.principal import Principal
-from app.auth.sessions import COOKIE, SessionStore
+from app.auth.sessions import SessionStore, cookie_name
 from app.db import sessionmaker
 from app.models import Role
 from app.redis_client import redis_for
@@ -69,8 +69,9 @@ def bearer_token(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def session_token(request: Request) -> str | None:
-    return request.cookies.get(COOKIE) or None
+def session_token(request: Request, settings: Settings) -> str | None:
+    """The session cookie's value; over HTTPS only the __Host- name counts."""
+    return request.cookies.get(cookie_name(settings)) or None
 
 
 def is_bearer(principal: Principal) -> bool:
@@ -93,7 +94,7 @@ async def _bearer_principal(
         principal = await tokens.principal_for(db, secret, client_ip(request))
     if principal is None:
         raise _unauthorized("invalid, expired or revoked token", "Bearer")
-    cookie = session_token(request)
+    cookie = session_token(request, settings)
     if cookie:
         other = await store.load(cookie, client_ip(request))
         if other is not None and other.user_id != principal.user_id:
@@ -111,7 +112,7 @@ async def current_principal(
         principal = await _bearer_principal(request, secret, store, settings)
         request.state.principal = principal
         return principal
-    token = session_token(request)
+    token = session_token(request, settings)
     session = await store.load(token, client_ip(request)) if token else None
     if session is None:
         raise _unauthorized("sign-in required", "Cookie")

@@ -1,6 +1,7 @@
 """Server-side sessions in Redis.
 
-The browser holds only a random 256-bit token (cookie ``clinchat_session``,
+The browser holds only a random 256-bit token (cookie ``__Host-clinchat_session``,
+``clinchat_session`` in development over plain HTTP;
 HttpOnly, Secure, SameSite=Strict); Redis holds the session under the token's
 SHA-256, so a Redis dump reveals no usable cookie. The key's TTL is the idle
 timeout and is renewed by every authenticated request: 15 idle minutes (by
@@ -22,6 +23,16 @@ from app.models import Role
 from app.settings import Settings
 
 COOKIE = "clinchat_session"
+# Over HTTPS the name carries the __Host- prefix: a browser accepts it only from a
+# secure origin, for Path=/ and without Domain, so neither a sibling host of the
+# hospital's domain nor a plain-HTTP answer can plant or overwrite it.
+SECURE_COOKIE = "__Host-" + COOKIE
+
+
+def cookie_name(settings: Settings) -> str:
+    return SECURE_COOKIE if settings.cookie_secure else COOKIE
+
+
 _PREFIX = "clinchat:session:"
 _USER_PREFIX = "clinchat:user-sessions:"
 
@@ -33,7 +44,7 @@ def _key(token: str) -> str:
 def set_cookie(response: Response, token: str, settings: Settings) -> None:
     """The session cookie: no Max-Age (gone with the browser); Redis enforces the timeouts."""
     response.set_cookie(
-        COOKIE,
+        cookie_name(settings),
         token,
         httponly=True,
         secure=settings.cookie_secure,
@@ -44,7 +55,11 @@ def set_cookie(response: Response, token: str, settings: Settings) -> None:
 
 def clear_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(
-        COOKIE, path="/", secure=settings.cookie_secure, httponly=True, samesite="strict"
+        cookie_name(settings),
+        path="/",
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
     )
 
 

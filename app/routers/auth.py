@@ -124,7 +124,12 @@ async def login(
     """Sign in with a directory or local account; sets the session cookie."""
     try:
         signed = await service.sign_in(
-            db, settings, body.username, body.password, client_ip(request), session_token(request)
+            db,
+            settings,
+            body.username,
+            body.password,
+            client_ip(request),
+            session_token(request, settings),
         )
     except service.SignInError as error:
         raise _unauthorized_error(error) from None
@@ -137,7 +142,7 @@ async def logout(
     principal: CurrentPrincipal, request: Request, db: DbSession, settings: SettingsDep
 ) -> Response:
     """End the session (an API token stays valid: revoke it with DELETE /api/v1/tokens/{id})."""
-    await service.sign_out(db, settings, principal, session_token(request))
+    await service.sign_out(db, settings, principal, session_token(request, settings))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     clear_cookie(response, settings)
     return response
@@ -164,7 +169,7 @@ async def break_glass(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"minutes must be 1..{settings.break_glass_max_minutes}",
         )
-    token = session_token(request)
+    token = session_token(request, settings)
     assert token is not None  # SessionPrincipal: the cookie is there
     until = await service.start_break_glass(
         db, settings, principal, token, body.reason, body.minutes
@@ -176,7 +181,7 @@ async def break_glass(
 async def break_glass_end(
     principal: SessionPrincipal, request: Request, db: DbSession, settings: SettingsDep
 ) -> BreakGlassState:
-    token = session_token(request)
+    token = session_token(request, settings)
     assert token is not None
     await service.end_break_glass(db, settings, principal, token)
     return BreakGlassState(break_glass=False, break_glass_until=None)

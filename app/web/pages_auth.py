@@ -119,7 +119,7 @@ async def login_submit(
         )
     try:
         signed = await service.sign_in(
-            db, settings, username, password, client_ip(request), session_token(request)
+            db, settings, username, password, client_ip(request), session_token(request, settings)
         )
     except service.SignInError as error:
         page = login_page(request, settings, error.status_code, next, error.message, username)
@@ -147,7 +147,7 @@ async def login_submit(
 async def logout(
     principal: CurrentPrincipal, request: Request, db: DbSession, settings: SettingsDep
 ) -> Response:
-    await service.sign_out(db, settings, principal, session_token(request))
+    await service.sign_out(db, settings, principal, session_token(request, settings))
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     clear_cookie(response, settings)
     return response
@@ -180,7 +180,7 @@ async def break_glass_start(
         error = "Give a reason of at least 10 characters."
     elif minutes > settings.break_glass_max_minutes:
         error = f"Choose 1 to {settings.break_glass_max_minutes} minutes."
-    token = session_token(request)
+    token = session_token(request, settings)
     if error or token is None:
         return render(
             request,
@@ -197,7 +197,7 @@ async def break_glass_start(
 async def break_glass_stop(
     principal: SessionPrincipal, request: Request, db: DbSession, settings: SettingsDep
 ) -> Response:
-    token = session_token(request)
+    token = session_token(request, settings)
     if token is not None:
         await service.end_break_glass(db, settings, principal, token)
     return RedirectResponse("/break-glass", status.HTTP_303_SEE_OTHER)

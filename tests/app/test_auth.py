@@ -25,7 +25,7 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 
 from app.auth.deps import client_ip
-from app.auth.sessions import COOKIE, _key
+from app.auth.sessions import COOKIE, SECURE_COOKIE, _key
 from app.db import conninfo
 from app.settings import Settings, get_settings
 from app.web.pages_auth import LOGIN_COOKIE
@@ -105,7 +105,7 @@ def last_audit_id(settings: Settings) -> int:
 
 def set_cookie_header(response: Any) -> str:
     headers = [v for k, v in response.headers.multi_items() if k.lower() == "set-cookie"]
-    matching = [h for h in headers if h.startswith(f"{COOKIE}=")]
+    matching = [h for h in headers if h.startswith((f"{COOKIE}=", f"{SECURE_COOKIE}="))]
     assert len(matching) == 1, headers
     return matching[0]
 
@@ -353,6 +353,7 @@ def test_cookie_flags(settings: Settings, users: Callable[..., uuid.UUID]) -> No
         assert "samesite=strict" in cookie and "path=/" in cookie
         assert "max-age" not in attributes and "expires" not in attributes  # a session cookie
         assert ("secure" in attributes) is secure
+        assert cookie.startswith(f"{SECURE_COOKIE if secure else COOKIE}=".lower())
 
 
 def test_sign_in_rotates_the_session(
@@ -840,3 +841,27 @@ def test_x_real_ip_is_believed_only_from_the_proxy(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("FORWARDED_ALLOW_IPS")
     assert client_ip(_request_from("127.0.0.1", "192.0.2.7")) == "192.0.2.7"
     assert client_ip(_request_from("10.213.0.11", "192.0.2.7")) == "10.213.0.11"
+
+
+def test_over_https_the_session_cookie_is_host_prefixed_and_the_plain_name_ignored(
+    settings: Settings, users: Callable[..., uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "cookie_secure", True)
+    name = local_user(users, "clinician")
+    with app_client(settings) as client:
+        response = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        headers = [v for k, v in response.headers.multi_items() if k.lower() == "set-cookie"]
+        session = [h for h in headers if h.startswith(f"{SECURE_COOKIE}=")]
+        assert len(session) == 1, headers
+        # What a browser demands of the prefix: Secure, Path=/, no Domain.
+        attributes = {a.strip().split("=")[0].lower() for a in session[0].split(";")[1:]}
+        assert {"secure", "httponly", "path"} <= attributes and "domain" not in attributes
+        assert "path=/;" in session[0].lower().replace(" ", "") + ";"
+        token = session[0].split(";")[0].split("=", 1)[1]
+        client.cookies.clear()
+        with_prefix = client.get("/api/v1/auth/me", headers={"Cookie": f"{SECURE_COOKIE}={token}"})
+        assert with_prefix.status_code == 200
+        # The same value under the plain name (planted over http or by a sibling host): no.
+        plain = client.get("/api/v1/auth/me", headers={"Cookie": f"{COOKIE}={token}"})
+        assert plain.status_code == 401
