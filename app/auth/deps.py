@@ -113,11 +113,10 @@ async def current_principal(
         request.state.principal = principal
         return principal
     token = session_token(request, settings)
-    session = await store.load(token, client_ip(request)) if token else None
-    if session is None:
+    if token is None or (session := await store.load(token, client_ip(request))) is None:
         raise _unauthorized("sign-in required", "Cookie")
     if not await user_active(settings, session.user_id):  # disabled since the sign-in
-        await store.destroy(token)  # type: ignore[arg-type]  # a session came from it
+        await store.destroy(token)
         raise _unauthorized("this account is disabled", "Cookie")
     if request.method not in SAFE_METHODS and not await _csrf_ok(request, session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")

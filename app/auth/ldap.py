@@ -15,6 +15,8 @@ DependencyUnavailable("ldap"): the client gets 503 naming it.
 
 import logging
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -122,55 +124,17 @@ def bind_password(settings: Settings) -> str:
         raise DependencyUnavailable("vault") from exc
 
 
-def authenticate(settings: Settings, username: str, password: str) -> DirectoryUser | None:
-    """The directory's user (``authenticated`` False for a wrong password); None if unknown.
-
-    Blocking: call ``authenticate_async`` from the event loop.
-    """
-    if not settings.ldap_url:
-        return None
-    if not username:
-        return None
+@contextmanager
+def _service_account(settings: Settings) -> Iterator[Connection]:
+    """A connection bound as the service account, unbound afterwards. ldap3 and
+    socket errors inside become DependencyUnavailable("ldap")."""
     server = _server(settings)
     service: Connection | None = None
     try:
         service = _open(settings, server, settings.ldap_bind_dn, bind_password(settings))
         if not service.bind():
             raise DependencyUnavailable("ldap", "refusing the service account")
-        display_attr = settings.ldap_display_name_attr
-        search_filter = settings.ldap_user_filter.format(username=escape_filter_chars(username))
-        service.search(
-            settings.ldap_user_base,
-            search_filter,
-            SUBTREE,
-            attributes=[display_attr],
-            size_limit=2,
-        )
-        found = _entries(service)
-        if len(found) != 1:  # unknown, or ambiguous: never guess which one
-            return None
-        dn = str(found[0]["dn"])
-        display_name = _first(found[0].get("attributes", {}).get(display_attr))[:256]
-        canonical = username.strip().lower()
-
-        if not password:  # an empty password is an anonymous bind, which "succeeds"
-            return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
-        user_conn = _open(settings, server, dn, password)
-        try:
-            if not user_conn.bind():
-                return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
-        except LDAPSASLPrepError:
-            # SASLprep (RFC 4013) refuses control, private-use and bidi characters, so
-            # no directory password holds them: a wrong password, not an outage (which
-            # anyone could fake, and which would not count toward lockout).
-            return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
-        finally:
-            user_conn.unbind()
-
-        group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
-        service.search(settings.ldap_group_base, group_filter, SUBTREE, attributes=[])
-        groups = tuple(str(entry["dn"]) for entry in _entries(service))
-        return DirectoryUser(canonical, dn, display_name, groups)
+        yield service
     except (LDAPException, OSError) as exc:
         # The exception text may echo the DN or filter: log its type only.
         log.warning("ldap: %s", type(exc).__name__)
@@ -181,6 +145,60 @@ def authenticate(settings: Settings, username: str, password: str) -> DirectoryU
                 service.unbind()
             except (LDAPException, OSError):
                 pass
+
+
+def _find_user(service: Connection, settings: Settings, username: str) -> list[dict]:
+    """The entries ``ldap_user_filter`` finds for ``username`` (at most two: enough to
+    tell an ambiguous name)."""
+    search_filter = settings.ldap_user_filter.format(username=escape_filter_chars(username))
+    service.search(
+        settings.ldap_user_base, search_filter, SUBTREE,
+        attributes=[settings.ldap_display_name_attr], size_limit=2,
+    )  # fmt: skip
+    return _entries(service)
+
+
+def _display_name(settings: Settings, entry: dict) -> str:
+    return _first(entry.get("attributes", {}).get(settings.ldap_display_name_attr))[:256]
+
+
+def _groups(service: Connection, settings: Settings, dn: str) -> tuple[str, ...]:
+    group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
+    service.search(settings.ldap_group_base, group_filter, SUBTREE, attributes=[])
+    return tuple(str(entry["dn"]) for entry in _entries(service))
+
+
+def authenticate(settings: Settings, username: str, password: str) -> DirectoryUser | None:
+    """The directory's user (``authenticated`` False for a wrong password); None if unknown.
+
+    Blocking: call ``authenticate_async`` from the event loop.
+    """
+    if not settings.ldap_url:
+        return None
+    if not username:
+        return None
+    with _service_account(settings) as service:
+        found = _find_user(service, settings, username)
+        if len(found) != 1:  # unknown, or ambiguous: never guess which one
+            return None
+        dn = str(found[0]["dn"])
+        display_name = _display_name(settings, found[0])
+        canonical = username.strip().lower()
+
+        if not password:  # an empty password is an anonymous bind, which "succeeds"
+            return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
+        user_conn = _open(settings, service.server, dn, password)
+        try:
+            if not user_conn.bind():
+                return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
+        except LDAPSASLPrepError:
+            # SASLprep (RFC 4013) refuses control, private-use and bidi characters, so
+            # no directory password holds them: a wrong password, not an outage (which
+            # anyone could fake, and which would not count toward lockout).
+            return DirectoryUser(canonical, dn, display_name, (), authenticated=False)
+        finally:
+            user_conn.unbind()
+        return DirectoryUser(canonical, dn, display_name, _groups(service, settings, dn))
 
 
 async def authenticate_async(
@@ -206,41 +224,20 @@ def lookup_many(settings: Settings, usernames: list[str]) -> dict[str, Directory
     """
     if not settings.ldap_url:
         raise DependencyUnavailable("ldap", "not configured")
-    server = _server(settings)
-    service: Connection | None = None
     found: dict[str, DirectoryUser | str | None] = {}
-    try:
-        service = _open(settings, server, settings.ldap_bind_dn, bind_password(settings))
-        if not service.bind():
-            raise DependencyUnavailable("ldap", "refusing the service account")
-        display_attr = settings.ldap_display_name_attr
+    with _service_account(settings) as service:
         for username in usernames:
-            search_filter = settings.ldap_user_filter.format(username=escape_filter_chars(username))
-            service.search(
-                settings.ldap_user_base, search_filter, SUBTREE, attributes=[display_attr],
-                size_limit=2,
-            )  # fmt: skip
+            entries = _find_user(service, settings, username)
             if (service.result or {}).get("result") not in _SEARCH_ANSWERED:
                 raise DependencyUnavailable("ldap", "refusing a search")
-            entries = _entries(service)
             if len(entries) != 1:
                 found[username] = AMBIGUOUS if entries else None
                 continue
             dn = str(entries[0]["dn"])
-            display_name = _first(entries[0].get("attributes", {}).get(display_attr))[:256]
-            group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
-            service.search(settings.ldap_group_base, group_filter, SUBTREE, attributes=[])
+            groups = _groups(service, settings, dn)
             if (service.result or {}).get("result") != 0:
                 raise DependencyUnavailable("ldap", "refusing a group search")
-            groups = tuple(str(entry["dn"]) for entry in _entries(service))
-            found[username] = DirectoryUser(username, dn, display_name, groups)
-        return found
-    except (LDAPException, OSError) as exc:
-        log.warning("ldap: %s", type(exc).__name__)
-        raise DependencyUnavailable("ldap") from None
-    finally:
-        if service is not None:
-            try:
-                service.unbind()
-            except (LDAPException, OSError):
-                pass
+            found[username] = DirectoryUser(
+                username, dn, _display_name(settings, entries[0]), groups
+            )
+    return found
