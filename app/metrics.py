@@ -60,6 +60,9 @@ def exposition() -> Response:
 AUDIT_WRITE_FAILURES = Counter(
     "clinchat_audit_write_failures_total", "Audit events that could not be written"
 )
+RATE_LIMITED = Counter(
+    "clinchat_rate_limited_total", "Requests refused with 429 over a rate limit", ["kind"]
+)
 PHI_DETECTIONS = Counter(
     "clinchat_phi_detections_total", "PHI spans detected, by where and type", ["source", "type"]
 )

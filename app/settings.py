@@ -111,9 +111,16 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(25 * 2**20, ge=1024)
     chunk_max_chars: int = Field(1200, ge=200)
     retrieval_top_k: int = Field(6, ge=1, le=50)
-    # Below this cosine similarity (and with no full-text hit) nothing counts as relevant.
-    retrieval_min_similarity: float = Field(0.35, ge=-1, le=1)
+    # Relevance gate (app/kb/retrieve.py): a chunk counts if its cosine similarity reaches
+    # the first, or it holds this share of the question's terms (two or more).
+    retrieval_min_similarity: float = Field(0.25, ge=-1, le=1)
+    retrieval_min_coverage: float = Field(1.0, ge=0, le=1)
     ingest_queue: str = "clinchat:ingest"
+
+    # -- rate limits (app/auth/ratelimit.py): per minute, per user and per API token; 0: off
+    rate_limit_chat_per_minute: int = Field(20, ge=0)
+    rate_limit_facade_per_minute: int = Field(30, ge=0)
+    rate_limit_detect_per_minute: int = Field(60, ge=0)
 
     # -- sign-in ----------------------------------------------------------------------------
     ldap_url: str = Field("", description="ldap(s)://host:port; empty: local accounts only")

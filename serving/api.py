@@ -36,11 +36,14 @@ from serving.metrics import ServerMetrics
 from serving.sampling import SamplingParams
 from serving.schemas import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     EmbeddingRequest,
     ErrorResponse,
     ModelCard,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
     Usage,
     chat_response,
     completion_response,
@@ -259,6 +262,18 @@ async def _sse(
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)])
 
 
+def _chat_prompt(model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
+    """The messages through the model's chat template, as token ids."""
+    try:
+        return model.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.text()} for m in messages]
+        )
+    except Exception:  # noqa: BLE001 - the template's own error may quote the messages
+        raise ApiError(
+            400, "the messages do not fit the model's chat template", param="messages"
+        ) from None
+
+
 @v1.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     state = _state(request)
@@ -284,13 +299,7 @@ async def chat_completions(
 ) -> Any:
     state = _state(request)
     _check_model(state, body.model)
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    try:
-        prompt = model.tokenizer.apply_chat_template(messages)
-    except Exception:  # noqa: BLE001 - the template's own error may quote the messages
-        raise ApiError(
-            400, "the messages do not fit the model's chat template", param="messages"
-        ) from None
+    prompt = _chat_prompt(model, body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
     gen = Generation(
         model.engine,
@@ -352,6 +361,18 @@ async def chat_completions(
         )
     text = await _collect(gen, request)
     return chat_response(rid, created, name, text, gen.finish_reason, _usage(gen))
+
+
+@v1.post("/tokenize", response_model=TokenizeResponse, responses={400: {"model": ErrorResponse}})
+async def tokenize(
+    body: TokenizeRequest,
+    request: Request,
+    model: LoadedModel = Depends(ready_model),  # noqa: B008 - FastAPI's dependency idiom
+) -> TokenizeResponse:
+    """The prompt's length in tokens: a client fits its prompt to the context exactly."""
+    _check_model(_state(request), body.model)
+    prompt = _chat_prompt(model, body.messages)
+    return TokenizeResponse(count=len(prompt), max_model_len=model.engine.max_len)
 
 
 @v1.post("/completions", responses={400: {"model": ErrorResponse}, 429: {"model": ErrorResponse}})

@@ -161,6 +161,18 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class TokenizeRequest(_Req):
+    """vLLM's /tokenize contract: the chat messages (as the chat template renders them)."""
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

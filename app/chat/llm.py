@@ -86,6 +86,17 @@ async def model_info(settings: Settings) -> ModelInfo:
     return info
 
 
+async def prompt_tokens(settings: Settings, model: str, messages: list[dict[str, str]]) -> int:
+    """The messages' length in the model's tokens, chat template included (POST /tokenize)."""
+    response = await request(
+        settings, "POST", "/tokenize", json={"model": model, "messages": messages}
+    )
+    try:
+        return int(response.json()["count"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DependencyUnavailable("serving", "answering a malformed token count") from exc
+
+
 def _error_code(body: bytes) -> str:
     try:
         return str(json.loads(body)["error"]["code"])

@@ -3,8 +3,9 @@
 The model is told to answer only from the numbered sources and to cite them as
 [1], [2]; each source is headed with its title, version, section and page, so
 the model can say where a statement comes from. The prompt has a character
-budget (the model's context minus the answer's tokens): sources that do not fit
-are left out, the oldest history first.
+budget, which the chat service fits to the model's context minus the answer's
+tokens by having the serving count the draft (/tokenize): sources that do not
+fit are left out, the oldest history first.
 """
 
 from __future__ import annotations

@@ -46,10 +46,12 @@ MESSAGE_AAD = b"message"
 DEFAULT_TITLE = "New conversation"
 TITLE_CHARS = 80  # a conversation's automatic title: the start of its first question
 SNIPPET_CHARS = 300
-# Prompt budget: characters per token of the model's context. Real tokenizers average
-# about 4 characters of English per token; 2 leaves room for small-vocabulary models.
-CHARS_PER_TOKEN = 2
-PROMPT_ATTEMPTS = 4  # each refusal as too long halves the budget
+# Prompt budget: the first draft assumes this many characters per token (English
+# averages about 4); the serving then counts the draft's real tokens (/tokenize) and
+# the sources are cut to fit before anything is asked.
+CHARS_PER_TOKEN = 3
+PROMPT_ATTEMPTS = 4  # drafts counted, or refused as too long, before giving up
+FIT_MARGIN = 0.97  # a cut by characters is not exact in tokens: aim a little under
 UNREADABLE = "[this message cannot be decrypted]"
 
 
@@ -220,17 +222,30 @@ async def _open(
     info = await llm.model_info(settings)
     answer_tokens = min(max_tokens or settings.max_answer_tokens, settings.max_answer_tokens)
     max_chars: int | None = None
+    room: int | None = None
+    counting = True
     if info.max_len:
         answer_tokens = min(answer_tokens, info.max_len // 2)  # leave the sources room
-        max_chars = (info.max_len - answer_tokens) * CHARS_PER_TOKEN
+        room = info.max_len - answer_tokens
+        max_chars = room * CHARS_PER_TOKEN
     for _ in range(PROMPT_ATTEMPTS):
         messages, used = build_messages(question, hits, history, max_chars)
         if used == 0:
             break
+        chars = sum(len(m["content"]) for m in messages)
+        if room is not None and counting:
+            try:
+                tokens = await llm.prompt_tokens(settings, info.id, messages)
+            except DependencyUnavailable:  # a serving without /tokenize: its refusal tells
+                counting = False
+            else:
+                if tokens > room:
+                    max_chars = int(chars * room / tokens * FIT_MARGIN)
+                    continue
         try:
             return await llm.open_stream(settings, messages, answer_tokens, temperature), used
-        except llm.ContextTooLong:
-            max_chars = sum(len(m["content"]) for m in messages) // 2
+        except llm.ContextTooLong:  # another serving's template or a changed model
+            max_chars = chars // 2
     raise DependencyUnavailable("serving", "unable to fit the sources in its context")
 
 

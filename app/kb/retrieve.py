@@ -5,13 +5,21 @@ documents) and return about 4k candidates each:
 
 - vector: cosine distance on the HNSW index (``hnsw.ef_search`` at least 2x the
   candidates; iterative scan, so the ``searchable`` filter cannot starve it);
-- full text: ``websearch_to_tsquery('english', q)`` on the stored tsvector, ranked
-  by ``ts_rank_cd``.
+- full text: the question's lexemes (English stemming, stop words dropped) OR'd,
+  so a chunk matching some of the terms still ranks (requiring every term found
+  nothing for most paraphrased questions), ranked by ``ts_rank_cd``. Ranking
+  reads every matching row, so a lexeme that PostgreSQL's own statistics (the
+  tsvector column's most common elements, kept by ANALYZE) put in more than
+  ``COMMON_ROWS`` chunks is left out of the OR; when every lexeme is that common
+  the chunks must hold them all (AND), which is selective. Without it an OR
+  query ranked all 100,000 chunks of the benchmark: 0.9 s.
 
 Fusion: score = sum over both lists of 1 / (60 + rank). Relevance gate: a chunk
 counts only if its cosine similarity reaches ``retrieval_min_similarity`` or it
-matched the full-text query; when nothing counts the answer is [] and the chat
-says it found nothing, rather than citing something unrelated.
+holds every lexeme of the question (at least two of them); when nothing counts
+the answer is [] and the chat says it found nothing, rather than citing
+something unrelated. The thresholds are calibrated on evaluation sets the code
+was not written against (app/kb/eval.py, app/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kb.embed import Embedder, embedder_for
+from app.kb.expand import expand
 from app.kb.parse import clean
 from app.metrics import RETRIEVAL_LATENCY
 from app.settings import Settings
@@ -31,6 +40,8 @@ from app.settings import Settings
 RRF_K = 60
 CANDIDATES_PER_K = 4
 MAX_QUERY_CHARS = 2000
+COMMON_ROWS = 2000  # a lexeme in more chunks than this is too common to OR (see above)
+STATISTICS_TTL_S = 300.0  # the column's statistics change only when ANALYZE runs
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class Hit:
     text: str
     score: float  # the fused reciprocal-rank score
     similarity: float  # cosine similarity of the chunk to the query
+    query_terms: int = 0  # the question's distinct lexemes
+    coverage: float = 0.0  # the share of them the chunk (its section and text) holds
 
 
 @dataclass
@@ -78,15 +91,75 @@ async def vector_candidates(session: AsyncSession, vector: str, n: int) -> list[
     return [row.id for row in rows]
 
 
-async def fulltext_candidates(session: AsyncSession, query: str, n: int) -> list[int]:
-    """Chunk ids matching the web-search style query, best ``ts_rank_cd`` first."""
+async def query_lexemes(session: AsyncSession, query: str) -> list[str]:
+    """The question's distinct lexemes as the stored tsvector has them (stemmed, no stop words)."""
+    row = await session.execute(
+        text("SELECT tsvector_to_array(to_tsvector('english', :q))"), {"q": query}
+    )
+    return list(row.scalar_one() or [])
+
+
+def _quoted(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def any_of(lexemes: list[str]) -> str:
+    """A tsquery literal matching a chunk that holds any of ``lexemes`` (already normalised)."""
+    return " | ".join(_quoted(lexeme) for lexeme in lexemes)
+
+
+def all_of(lexemes: list[str]) -> str:
+    return " & ".join(_quoted(lexeme) for lexeme in lexemes)
+
+
+_common: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+async def common_lexemes(session: AsyncSession, settings: Settings) -> frozenset[str]:
+    """Lexemes the planner's statistics put in more than ``COMMON_ROWS`` chunks."""
+    key = f"{settings.db_host}:{settings.db_port}/{settings.db_name}"
+    cached = _common.get(key)
+    if cached and time.monotonic() - cached[0] < STATISTICS_TTL_S:
+        return cached[1]
+    row = (
+        await session.execute(
+            text(
+                "SELECT CAST(CAST(s.most_common_elems AS text) AS text[]) AS lexemes,"
+                " s.most_common_elem_freqs AS freqs, c.reltuples AS chunks"
+                " FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename"
+                " AND c.relnamespace = to_regnamespace(s.schemaname)"
+                " WHERE s.schemaname = current_schema() AND s.tablename = 'chunks'"
+                " AND s.attname = 'tsv'"
+            )
+        )
+    ).first()
+    common: frozenset[str] = frozenset()
+    if row is not None and row.lexemes and row.freqs:
+        # the frequencies are of the column's rows; the last three are min, max and nulls
+        common = frozenset(
+            lexeme
+            for lexeme, freq in zip(row.lexemes, row.freqs, strict=False)
+            if freq * max(row.chunks, 0) > COMMON_ROWS
+        )
+    _common[key] = (time.monotonic(), common)
+    return common
+
+
+async def fulltext_candidates(
+    session: AsyncSession, lexemes: list[str], n: int, common: frozenset[str] = frozenset()
+) -> list[int]:
+    """Chunk ids holding any of the uncommon ``lexemes`` (all, if every one is common),
+    best ``ts_rank_cd`` first."""
+    if not lexemes:
+        return []
+    rare = [lexeme for lexeme in lexemes if lexeme not in common]
     rows = await session.execute(
         text(
-            "SELECT c.id FROM chunks c, websearch_to_tsquery('english', :q) AS query"
+            "SELECT c.id FROM chunks c, CAST(:query AS tsquery) AS query"
             " WHERE c.searchable AND c.tsv @@ query"
             " ORDER BY ts_rank_cd(c.tsv, query) DESC, c.id LIMIT :n"
         ),
-        {"q": query, "n": n},
+        {"query": any_of(rare) if rare else all_of(lexemes), "n": n},
     )
     return [row.id for row in rows]
 
@@ -115,13 +188,40 @@ async def retrieve_timed(
     k: int | None = None,
     embedder: Embedder | None = None,
 ) -> tuple[list[Hit], Timings]:
+    hits, timings = await candidates(session, settings, query, k, embedder)
+    started = time.perf_counter()
+    hits = [hit for hit in hits if relevant(hit, settings)]
+    hits = sorted(hits, key=lambda h: (-h.score, -h.similarity, h.chunk_id))[
+        : k or settings.retrieval_top_k
+    ]
+    timings.fuse_s += time.perf_counter() - started
+    timings.total_s += time.perf_counter() - started
+    RETRIEVAL_LATENCY.observe(timings.total_s)
+    return hits, timings
+
+
+def relevant(hit: Hit, settings: Settings) -> bool:
+    """The relevance gate: close in meaning, or holding every term of a question of two or more."""
+    if hit.similarity >= settings.retrieval_min_similarity:
+        return True
+    return hit.query_terms >= 2 and hit.coverage >= settings.retrieval_min_coverage
+
+
+async def candidates(
+    session: AsyncSession,
+    settings: Settings,
+    query: str,
+    k: int | None = None,
+    embedder: Embedder | None = None,
+) -> tuple[list[Hit], Timings]:
+    """Both halves' candidates, fused, not yet gated (the evaluation sweeps the gate)."""
     started = time.perf_counter()
     timings = Timings()
     query = clean(query)[:MAX_QUERY_CHARS]
     if not any(ch.isalnum() for ch in query):
         return [], timings
-    k = k or settings.retrieval_top_k
-    n = CANDIDATES_PER_K * k
+    query = expand(query)
+    n = CANDIDATES_PER_K * (k or settings.retrieval_top_k)
 
     vectors = await (embedder or embedder_for(settings)).embed([query])
     vector = _vector_literal(vectors[0])
@@ -132,38 +232,35 @@ async def retrieve_timed(
     timings.vector_s = time.perf_counter() - mark
     mark = time.perf_counter()
 
-    by_text = await fulltext_candidates(session, query, n)
+    lexemes = await query_lexemes(session, query)
+    common = await common_lexemes(session, settings)
+    by_text = await fulltext_candidates(session, lexemes, n, common)
     timings.fts_s = time.perf_counter() - mark
     mark = time.perf_counter()
 
-    scores = fuse(by_vector, by_text)
-    hits = await _hits(session, vector, scores, set(by_text), settings.retrieval_min_similarity)
-    hits = sorted(hits, key=lambda h: (-h.score, -h.similarity, h.chunk_id))[:k]
+    hits = await _hits(session, vector, fuse(by_vector, by_text), lexemes)
     timings.fuse_s = time.perf_counter() - mark
     timings.total_s = time.perf_counter() - started
-    RETRIEVAL_LATENCY.observe(timings.total_s)
     return hits, timings
 
 
 async def _hits(
-    session: AsyncSession,
-    vector: str,
-    scores: dict[int, float],
-    text_matches: set[int],
-    min_similarity: float,
+    session: AsyncSession, vector: str, scores: dict[int, float], lexemes: list[str]
 ) -> list[Hit]:
-    """The candidates' rows, each with its similarity, gated for relevance."""
+    """The candidates' rows, each with its similarity and how many query terms it holds."""
     if not scores:
         return []
     rows = await session.execute(
         text(
             "SELECT c.id, c.document_id, d.title, v.version, c.section, c.page, c.text,"
-            " 1 - (c.embedding <=> CAST(:q AS vector)) AS similarity"
+            " 1 - (c.embedding <=> CAST(:q AS vector)) AS similarity,"
+            " (SELECT count(*) FROM unnest(tsvector_to_array(c.tsv)) AS lexeme"
+            "  WHERE lexeme = ANY(CAST(:lexemes AS text[]))) AS matched"
             " FROM chunks c JOIN documents d ON d.id = c.document_id"
             " JOIN document_versions v ON v.id = c.version_id"
             " WHERE c.id = ANY(:ids) AND c.searchable AND d.status = 'active'"
         ),
-        {"q": vector, "ids": list(scores)},
+        {"q": vector, "ids": list(scores), "lexemes": lexemes},
     )
     return [
         Hit(
@@ -176,7 +273,8 @@ async def _hits(
             text=row.text,
             score=scores[row.id],
             similarity=float(row.similarity),
+            query_terms=len(lexemes),
+            coverage=row.matched / len(lexemes) if lexemes else 0.0,
         )
         for row in rows
-        if row.similarity >= min_similarity or row.id in text_matches
     ]

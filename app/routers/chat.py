@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from app.auth.deps import Clinician
+from app.auth.ratelimit import ChatLimit
 from app.chat import service
 from app.db import DbSession
 from app.settings import Settings, get_settings
@@ -239,7 +240,12 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/{conversation_id}/messages", response_class=StreamingResponse, responses=SSE_DOC)
+@router.post(
+    "/{conversation_id}/messages",
+    response_class=StreamingResponse,
+    responses={**SSE_DOC, 429: {"description": "over the chat rate limit (Retry-After)"}},
+    dependencies=[ChatLimit],
+)
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageIn,

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audit import AuditUnavailable, record
 from app.auth.deps import Clinician
+from app.auth.ratelimit import FacadeLimit
 from app.chat import llm, service
 from app.chat.prompt import Turn
 from app.crypto import KeysUnavailable
@@ -108,7 +109,10 @@ class OpenAIRoute(APIRoute):
             except RequestValidationError as exc:
                 return _invalid(exc)
             except StarletteHTTPException as exc:
-                code = {401: "invalid_api_key", 403: "forbidden", 404: "not_found"}
+                code = {
+                    401: "invalid_api_key", 403: "forbidden", 404: "not_found",
+                    429: "rate_limit_exceeded",
+                }  # fmt: skip
                 return openai_error(
                     exc.status_code,
                     str(exc.detail),
@@ -252,7 +256,7 @@ def _question_and_history(body: ChatCompletionRequest) -> tuple[str, list[Turn]]
     return question, history
 
 
-@router.post("/chat/completions", responses=ERRORS)
+@router.post("/chat/completions", responses=ERRORS, dependencies=[FacadeLimit])
 async def chat_completions(
     body: ChatCompletionRequest, principal: Clinician, db: DbSession, settings: SettingsDep
 ) -> Response:

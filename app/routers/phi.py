@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field, field_validator
 
 from app.auth.deps import AdminOrAuditor
+from app.auth.ratelimit import DetectLimit
 from app.metrics import PHI_DETECTIONS
 from app.phi import PhiType, Span, detect
 
@@ -98,8 +99,12 @@ def redacted(text: str, spans: list[Span]) -> str:
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses={413: {"model": TooLarge, "description": "the text is over the limit"}},
+    responses={
+        413: {"model": TooLarge, "description": "the text is over the limit"},
+        429: {"description": "over the detect rate limit (Retry-After)"},
+    },
     max_body_size=MAX_BODY_BYTES,
+    dependencies=[DetectLimit],
 )
 async def detect_phi(body: DetectRequest, _: AdminOrAuditor) -> DetectResponse:
     """The PHI spans in ``text``, the text redacted, and the spans counted by type."""

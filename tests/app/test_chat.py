@@ -53,7 +53,7 @@ Two visitors at a time may sit at each bedside; children visit with an adult.
 """
 
 COVERED = "What dose of zorbexine is given for Quellmann fever?"
-UNCOVERED = "Where is the staff car park?"
+UNCOVERED = "How do I book annual leave?"
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -294,14 +294,15 @@ def test_a_serving_dying_midway_gives_an_error_event(
     chunk = {"choices": [{"index": 0, "delta": {"content": "Partial"}, "finish_reason": None}]}
 
     def serve() -> None:
-        for _ in range(2):
+        for _ in range(3):  # the model list, the prompt's token count, the completion
             conn, _ = listener.accept()
             request = conn.recv(65536)
-            if request.startswith(b"GET /v1/models"):
+            if request.startswith((b"GET /v1/models", b"POST /v1/tokenize")):
+                answer = models if request.startswith(b"GET") else b'{"count": 100}'
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    + f"content-length: {len(models)}\r\n\r\n".encode()
-                    + models
+                    + f"content-length: {len(answer)}\r\n\r\n".encode()
+                    + answer
                 )
             else:
                 body = f"data: {json.dumps(chunk)}\n\n".encode()
@@ -647,6 +648,43 @@ def test_the_prompt_fits_its_budget() -> None:
     assert messages[-1]["content"] == "the question"
     _, none = build_messages("q", hits, max_chars=300)
     assert none == 0  # not even one source fits: the caller treats it as too small
+
+
+def test_the_sources_are_cut_to_the_model_s_context_before_it_is_asked(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The draft's tokens are counted by the serving (/tokenize): no prompt overflows."""
+    import asyncio
+
+    refused: list[int] = []
+    real_open = llm.open_stream
+
+    async def spy(s: Settings, messages: list[dict[str, str]], *a: Any, **kw: Any) -> llm.Stream:
+        try:  # a spy: the real serving answers, or refuses the prompt as too long
+            return await real_open(s, messages, *a, **kw)
+        except llm.ContextTooLong:
+            refused.append(sum(len(m["content"]) for m in messages))
+            raise
+
+    monkeypatch.setattr(llm, "open_stream", spy)
+    # dense text (digits and units): far more tokens per character than English prose
+    hits = [hit(n, f"zorbexine {n}.5 mg/kg q{n}h IV; " * 60) for n in range(1, 7)]
+
+    async def go() -> tuple[int, int, int, int]:
+        info = await llm.model_info(settings)
+        stream, used = await service._open(settings, "the dose?", hits, [], None, 0.0)
+        await stream.aclose()
+        messages, _ = build_messages("the dose?", hits, [], None)
+        return (
+            info.max_len or 0,
+            used,
+            await llm.prompt_tokens(settings, info.id, messages),
+            len(hits),
+        )
+
+    max_len, used, all_tokens, offered = asyncio.run(go())
+    assert all_tokens > max_len  # every source would not fit
+    assert 1 <= used < offered and refused == []
 
 
 def test_citations_are_stored_without_text() -> None:

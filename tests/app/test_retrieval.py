@@ -2,8 +2,8 @@
 
 The corpus: nine short synthetic guidelines of every file type, ingested through the
 real pipeline (ingest_path + process_one) into a database of this module's own. The
-relevance threshold (settings.retrieval_min_similarity, 0.35) was tuned on these
-questions: app/BENCHMARKS.md has the similarities measured.
+relevance gate (settings.retrieval_min_similarity) is calibrated on the evaluation
+sets the project did not write (app/kb/eval.py, app/BENCHMARKS.md), not on these.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from app.kb.embed import LocalEmbedder
 from app.kb.retrieve import (
     Hit,
     _vector_literal,
+    any_of,
     fulltext_candidates,
     fuse,
+    query_lexemes,
     retrieve,
     vector_candidates,
 )
@@ -53,12 +55,14 @@ COVERED = [
     ("What is the target INR for atrial fibrillation?", "warfarin"),
     ("When should a lithium level be taken?", "lithium"),
 ]
+# Off topic for a hospital's policies, or a clinical topic the corpus lacks. A question
+# near a covered topic ("a broken wrist", beside the falls policy) may pass the gate:
+# no similarity separates those from paraphrased answerable ones on the evaluation
+# sets, so the model reads the sources and gives the not-found answer.
 UNCOVERED = [
     "How do I renew my car insurance?",
     "What is the capital of France?",
     "How do I book annual leave?",
-    "What is the treatment for a broken wrist?",
-    "How often should pressure ulcer risk be reassessed?",
     "When should a nasogastric tube position be checked?",
     "What are the symptoms of a stroke?",
     "Who is on call for cardiology tonight?",
@@ -158,7 +162,8 @@ def test_each_half_on_its_own(corpus: tuple[Settings, dict[str, uuid.UUID]]) -> 
         vector = (await LocalEmbedder().embed(["serum lithium level after the last dose"]))[0]
         async with db.sessionmaker(settings)() as session:
             by_vector = await vector_candidates(session, _vector_literal(vector), 5)
-            by_text = await fulltext_candidates(session, "thyroid lithium", 5)
+            lexemes = await query_lexemes(session, "the thyroid, lithium and paracetamol")
+            by_text = await fulltext_candidates(session, lexemes, 20)
             owners = {
                 row.id: row.document_id
                 for row in await session.execute(
@@ -169,7 +174,9 @@ def test_each_half_on_its_own(corpus: tuple[Settings, dict[str, uuid.UUID]]) -> 
 
     by_vector, by_text, owners = run(halves())
     assert len(by_vector) == 5 and owners[by_vector[0]] == documents["lithium"]
-    assert [owners[i] for i in by_text] == [documents["lithium"]]  # AND of both terms
+    # any of the terms matches; the chunk holding two of them ranks first
+    assert owners[by_text[0]] == documents["lithium"]
+    assert {owners[i] for i in by_text} == {documents["lithium"], documents["paracetamol"]}
 
 
 def db_text(statement: str) -> Any:
@@ -183,6 +190,24 @@ def test_fusion_is_reciprocal_rank() -> None:
     assert scores[3] == pytest.approx(1 / 63 + 1 / 61)
     assert scores[1] == pytest.approx(1 / 61) and scores[4] == pytest.approx(1 / 62)
     assert max(scores, key=scores.__getitem__) == 3  # in both lists beats first in one
+
+
+def test_the_question_s_lexemes_are_stemmed_without_stop_words(
+    corpus: tuple[Settings, dict[str, uuid.UUID]],
+) -> None:
+    settings, _ = corpus
+
+    async def lexemes(query: str) -> list[str]:
+        async with db.sessionmaker(settings)() as session:
+            return await query_lexemes(session, query)
+
+    assert sorted(run(lexemes("When are the lithium levels taken?"))) == [
+        "level",
+        "lithium",
+        "taken",
+    ]
+    assert run(lexemes("the of and")) == []
+    assert any_of(["o'clock", "a\\b"]) == "'o''clock' | 'a\\\\b'"
 
 
 def test_odd_queries_are_harmless(corpus: tuple[Settings, dict[str, uuid.UUID]]) -> None:

@@ -29,6 +29,20 @@ def test_chat(client: openai.OpenAI) -> None:
     assert out.usage.total_tokens == out.usage.prompt_tokens + 8
 
 
+def test_tokenize_counts_the_prompt_the_chat_would_run(
+    server: RunningServer, client: openai.OpenAI
+) -> None:
+    r = httpx.post(server.url + "/v1/tokenize", json={"model": MODEL, "messages": MSG})
+    assert r.status_code == 200, r.text
+    out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=1)
+    assert out.usage is not None and r.json()["count"] == out.usage.prompt_tokens
+    assert r.json()["max_model_len"] == client.models.list().data[0].model_extra["max_model_len"]
+    wrong = httpx.post(server.url + "/v1/tokenize", json={"model": "nope", "messages": MSG})
+    assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "model_not_found"
+    empty = httpx.post(server.url + "/v1/tokenize", json={"model": MODEL, "messages": []})
+    assert empty.status_code == 400
+
+
 def test_stream_with_usage_matches_non_stream(client: openai.OpenAI) -> None:
     full = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=12, temperature=0)
     chunks = list(
