@@ -157,6 +157,23 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
+def require_scope(scope: str) -> Callable[..., Awaitable[None]]:
+    """A router dependency: an API token must carry ``scope`` (sessions have every scope).
+
+    Like require_roles, the check carries its ``scope`` for the route walk in
+    tests/app/test_routes_protected.py.
+    """
+
+    async def check(principal: CurrentPrincipal) -> None:
+        if principal.scopes is not None and scope not in principal.scopes:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"this API token does not have the {scope} scope"
+            )
+
+    check.scope = scope  # type: ignore[attr-defined]
+    return check
+
+
 Clinician = Annotated[Principal, Depends(require_roles(Role.clinician))]
 Admin = Annotated[Principal, Depends(require_roles(Role.admin))]
 Auditor = Annotated[Principal, Depends(require_roles(Role.auditor))]

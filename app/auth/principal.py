@@ -19,6 +19,8 @@ class Principal:
     source_ip: str = ""
     # Break-glass: emergency access to every conversation, flagged in the audit trail.
     break_glass_until: float = 0.0
+    # An API token's scopes (app/auth/tokens.py); None: a browser session, which has all.
+    scopes: frozenset[str] | None = None
 
     @property
     def break_glass(self) -> bool:

@@ -5,8 +5,14 @@ SHA-256, so a dump of the table signs nobody in. A token carries a snapshot of
 its owner's roles at creation, narrowed at each use to the roles the owner still
 holds (LDAP roles are refreshed at every sign-in), and expires after at most
 ``MAX_DAYS``. A disabled owner's tokens stop working at once.
+
+A token also carries scopes: the parts of the API it may call at all, whatever
+its roles allow (a chat script's token cannot read the audit trail even if its
+owner is an auditor). Tokens made before scopes existed got every scope
+(migration 0003), which is what they could do.
 """
 
+import enum
 import hashlib
 import secrets
 import uuid
@@ -26,6 +32,17 @@ MAX_DAYS = 90
 _TOUCH_EVERY = timedelta(minutes=5)
 
 
+class Scope(enum.StrEnum):
+    chat = "chat"  # conversations and the passages they cite (/api/v1/conversations, /chunks)
+    facade = "facade"  # the OpenAI-compatible facade (/v1)
+    detect = "detect"  # the PHI detector (/api/v1/phi)
+    documents = "documents"  # the knowledge base (/api/v1/documents)
+    audit = "audit"  # reading and exporting the audit trail (/api/v1/audit)
+
+
+DEFAULT_SCOPES = (Scope.chat, Scope.facade)
+
+
 class ApiToken(Base):
     """Migration 0002."""
 
@@ -35,6 +52,7 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))  # migration 0003
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -50,7 +68,12 @@ def looks_like_token(value: str) -> bool:
 
 
 async def issue(
-    db: AsyncSession, user_id: uuid.UUID, roles: frozenset[Role], name: str, days: int
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    roles: frozenset[Role],
+    name: str,
+    days: int,
+    scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
 ) -> tuple[str, ApiToken]:
     """A new token for ``user_id`` (the caller commits); returns (secret, row)."""
     if not 1 <= days <= MAX_DAYS:
@@ -63,6 +86,7 @@ async def issue(
         name=name,
         token_hash=hash_token(secret),
         roles=sorted(roles),
+        scopes=sorted({Scope(scope).value for scope in scopes}),
         created_at=now,  # set here, not by the server: read back without a query
         expires_at=now + timedelta(days=days),
     )
@@ -126,4 +150,5 @@ async def principal_for(db: AsyncSession, secret: str, source_ip: str = "") -> P
         session_id=f"token:{token.id}",
         csrf_token="",  # bearer requests carry no cookie, so CSRF does not apply
         source_ip=source_ip,
+        scopes=frozenset(token.scopes),
     )

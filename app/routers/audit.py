@@ -15,12 +15,15 @@ from pydantic import BaseModel, Field
 
 from app.audit import fhir, record
 from app.audit.query import MAX_LIMIT, AuditFilters, count, search
-from app.auth.deps import Auditor
+from app.auth.deps import Auditor, require_scope
+from app.auth.tokens import Scope
 from app.db import DbSession
 from app.models import AuditEvent
 from app.settings import Settings, get_settings
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(
+    prefix="/api/v1/audit", tags=["audit"], dependencies=[Depends(require_scope(Scope.audit))]
+)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

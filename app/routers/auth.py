@@ -198,14 +198,24 @@ class TokenRequest(BaseModel):
         description="a label to recognise the token by (letters, digits, space . _ -)",
     )
     days: int = Field(30, ge=1, le=tokens.MAX_DAYS, description="lifetime, at most 90 days")
+    scopes: list[tokens.Scope] = Field(
+        list(tokens.DEFAULT_SCOPES),
+        min_length=1,
+        description="what the token may call: chat, facade, detect, documents, audit",
+    )
 
-    model_config = {"json_schema_extra": {"examples": [{"name": "ward laptop script", "days": 30}]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "ward laptop script", "days": 30, "scopes": ["facade"]}]
+        }
+    }
 
 
 class TokenInfo(BaseModel):
     id: uuid.UUID
     name: str
     roles: list[str]
+    scopes: list[str]
     created_at: datetime | None
     expires_at: datetime
     last_used_at: datetime | None
@@ -218,6 +228,7 @@ class TokenInfo(BaseModel):
                     "id": "5b3c0e0e-4a53-4d1c-9a8f-0c6a3a1f2b11",
                     "name": "ward laptop script",
                     "roles": ["clinician"],
+                    "scopes": ["facade"],
                     "created_at": "2026-11-23T09:00:00Z",
                     "expires_at": "2026-12-23T09:00:00Z",
                     "last_used_at": None,
@@ -236,7 +247,9 @@ async def create_token(
     body: TokenRequest, principal: SessionPrincipal, db: DbSession, settings: SettingsDep
 ) -> TokenCreated:
     """A personal API token holding your current roles (an API token cannot make another)."""
-    secret, row = await tokens.issue(db, principal.user_id, principal.roles, body.name, body.days)
+    secret, row = await tokens.issue(
+        db, principal.user_id, principal.roles, body.name, body.days, tuple(body.scopes)
+    )
     await record(
         db,
         settings,
@@ -244,13 +257,14 @@ async def create_token(
         principal.actor,
         entity_type="api_token",
         entity_id=row.id,
-        detail={"days": body.days, "roles": row.roles},
+        detail={"days": body.days, "roles": row.roles, "scopes": row.scopes},
     )
     await db.commit()
     return TokenCreated(
         id=row.id,
         name=row.name,
         roles=row.roles,
+        scopes=row.scopes,
         created_at=row.created_at,
         expires_at=row.expires_at,
         last_used_at=None,

@@ -21,8 +21,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
-from app.auth.deps import Clinician
+from app.auth.deps import Clinician, require_scope
 from app.auth.ratelimit import ChatLimit
+from app.auth.tokens import Scope
 from app.chat import service
 from app.db import DbSession
 from app.settings import Settings, get_settings
@@ -35,7 +36,11 @@ TITLE_MAX_CHARS = 200
 _CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
 
 
-router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+router = APIRouter(
+    prefix="/api/v1/conversations",
+    tags=["conversations"],
+    dependencies=[Depends(require_scope(Scope.chat))],
+)
 
 
 def _no_control_characters(value: str) -> str:

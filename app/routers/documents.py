@@ -19,8 +19,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from app.audit import record
-from app.auth.deps import Admin, AdminOrAuditor, require_roles
+from app.auth.deps import Admin, AdminOrAuditor, require_roles, require_scope
 from app.auth.principal import Principal
+from app.auth.tokens import Scope
 from app.db import DbSession
 from app.kb import store
 from app.kb.ingest import TITLE_MAX, DocumentNotFound, read_and_check, store_upload
@@ -69,8 +70,16 @@ class UploadLimitRoute(APIRoute):
         return limited
 
 
-router = APIRouter(prefix="/api/v1/documents", tags=["documents"], route_class=UploadLimitRoute)
-chunks_router = APIRouter(prefix="/api/v1/chunks", tags=["documents"])
+router = APIRouter(
+    prefix="/api/v1/documents",
+    tags=["documents"],
+    route_class=UploadLimitRoute,
+    dependencies=[Depends(require_scope(Scope.documents))],
+)
+# the passages an answer cites: part of chatting
+chunks_router = APIRouter(
+    prefix="/api/v1/chunks", tags=["documents"], dependencies=[Depends(require_scope(Scope.chat))]
+)
 
 
 class VersionOut(BaseModel):

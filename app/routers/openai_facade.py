@@ -32,8 +32,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audit import AuditUnavailable, record
-from app.auth.deps import Clinician
+from app.auth.deps import Clinician, require_scope
 from app.auth.ratelimit import FacadeLimit
+from app.auth.tokens import Scope
 from app.chat import llm, service
 from app.chat.prompt import Turn
 from app.crypto import KeysUnavailable
@@ -134,7 +135,12 @@ class OpenAIRoute(APIRoute):
         return route
 
 
-router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai"],
+    route_class=OpenAIRoute,
+    dependencies=[Depends(require_scope(Scope.facade))],
+)
 
 
 class TextPart(BaseModel):

@@ -10,15 +10,18 @@ from collections import Counter
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field, field_validator
 
-from app.auth.deps import AdminOrAuditor
+from app.auth.deps import AdminOrAuditor, require_scope
 from app.auth.ratelimit import DetectLimit
+from app.auth.tokens import Scope
 from app.metrics import PHI_DETECTIONS
 from app.phi import PhiType, Span, detect
 
-router = APIRouter(prefix="/api/v1/phi", tags=["phi"])
+router = APIRouter(
+    prefix="/api/v1/phi", tags=["phi"], dependencies=[Depends(require_scope(Scope.detect))]
+)
 
 MAX_TEXT_BYTES = 100_000
 # The body may be longer than its text: JSON escapes a 2-4 byte character as 6-12

@@ -681,6 +681,40 @@ def test_api_token_works_as_bearer_and_is_revoked(
     assert [e["entity_id"] for e in audit_rows(settings, "token.revoke", since)] == [token["id"]]
 
 
+def test_a_token_calls_only_what_its_scopes_name(
+    anon: TestClient, settings: Settings, users: Callable[..., uuid.UUID]
+) -> None:
+    sign_in(anon, local_user(users, "clinician", "auditor"), PASSWORD)
+    since = last_audit_id(settings)
+    assert anon.post("/api/v1/tokens", json={"name": "s", "scopes": []}).status_code == 422
+    assert anon.post("/api/v1/tokens", json={"name": "s", "scopes": ["root"]}).status_code == 422
+    default = anon.post("/api/v1/tokens", json={"name": "chat script"}).json()
+    assert default["scopes"] == ["chat", "facade"]
+    detect = anon.post("/api/v1/tokens", json={"name": "phi", "scopes": ["detect"]}).json()
+    assert detect["scopes"] == ["detect"]
+    [created, _] = audit_rows(settings, "token.create", since)
+    assert created["detail"]["scopes"] == ["chat", "facade"]
+    anon.cookies.clear()
+
+    def status(token: dict, method: str, path: str, **kw: Any) -> int:
+        headers = {"Authorization": f"Bearer {token['token']}"}
+        return anon.request(method, path, headers=headers, **kw).status_code
+
+    text = {"text": "Seen on ward 4."}
+    # the roles allow all of these; the scopes decide
+    assert status(default, "GET", "/api/v1/conversations") == 200
+    assert status(default, "POST", "/api/v1/phi/detect", json=text) == 403
+    assert status(default, "GET", "/api/v1/audit") == 403
+    assert status(detect, "POST", "/api/v1/phi/detect", json=text) == 200
+    assert status(detect, "GET", "/api/v1/conversations") == 403
+    assert status(detect, "GET", "/v1/models") == 403
+    refused = anon.get("/api/v1/audit", headers={"Authorization": f"Bearer {detect['token']}"})
+    assert refused.json()["detail"] == "this API token does not have the audit scope"
+    # what any token may do: see who it is, and revoke itself
+    assert status(detect, "GET", "/api/v1/auth/me") == 200
+    assert status(detect, "DELETE", f"/api/v1/tokens/{detect['id']}") == 204
+
+
 def test_expired_token_and_disabled_owner_are_refused(
     anon: TestClient, settings: Settings, users: Callable[..., uuid.UUID]
 ) -> None:

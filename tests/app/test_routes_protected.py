@@ -85,6 +85,20 @@ def required_roles(dependant: Dependant | None) -> set[frozenset[Role]]:
     return found
 
 
+def required_scopes(dependant: Dependant | None) -> set[str]:
+    """The ``scope`` of every require_scope check in the dependency tree."""
+    if dependant is None:
+        return set()
+    found = {dependant.call.scope} if hasattr(dependant.call, "scope") else set()
+    for sub in dependant.dependencies:
+        found |= required_scopes(sub)
+    return found
+
+
+# What an API token may call without a scope: who it is, its own tokens, sign-out.
+UNSCOPED_PREFIXES = ("/api/v1/auth/", "/api/v1/tokens")
+
+
 def concrete(path: str) -> str:
     """The path with every parameter filled with a random UUID."""
     parts = []
@@ -103,6 +117,15 @@ NOT_FOR_CLINICIANS = [
     for e in PROTECTED
     if (checks := required_roles(e.dependant)) and all(Role.clinician not in c for c in checks)
 ]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [e for e in PROTECTED if e.in_schema and not e.path.startswith(UNSCOPED_PREFIXES)],
+    ids=lambda e: e.id,
+)
+def test_every_api_route_names_the_token_scope_it_needs(endpoint: Endpoint) -> None:
+    assert len(required_scopes(endpoint.dependant)) == 1, endpoint.id
 
 
 def test_the_walk_finds_api_and_page_routes() -> None:
