@@ -49,6 +49,8 @@ def _engine(settings: Settings, owner: bool) -> AsyncEngine:
         # the whole libpq connection string, so TLS and timeouts apply as written
         async_creator=lambda: psycopg.AsyncConnection.connect(info),
         pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
     )
 

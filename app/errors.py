@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.audit import AuditUnavailable
 from app.crypto import KeysUnavailable
@@ -33,6 +34,18 @@ def unavailable(name: str, reason: str = "unavailable") -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+AT_CAPACITY = "at capacity (no free connection in this app's pool): retry shortly"
+
+
+def redis_reason(exc: Exception) -> str:
+    """Why Redis failed: a full pool is load on this app, not Redis being down."""
+    if isinstance(exc, redis.exceptions.MaxConnectionsError) or "No connection available" in str(
+        exc
+    ):
+        return AT_CAPACITY
+    return "unavailable"
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -68,7 +81,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def _redis(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis: %s", type(exc).__name__)
-        return unavailable("redis")
+        return unavailable("redis", redis_reason(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database: connection pool exhausted")
+        return unavailable("database", AT_CAPACITY)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(psycopg.OperationalError)

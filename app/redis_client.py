@@ -21,7 +21,15 @@ def redis_for(settings: Settings) -> aioredis.Redis:
             kwargs["password"] = settings.redis_password.get_secret_value()
         if settings.redis_url.startswith("rediss://") and settings.redis_ca_cert:
             kwargs["ssl_ca_certs"] = settings.redis_ca_cert
-        _clients[key] = (settings, aioredis.Redis.from_url(settings.redis_url, **kwargs))
+        # Blocking: past the pool's size a request waits for a free connection (up to the
+        # timeout, then 503 "at capacity") instead of failing at once as "unavailable".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            timeout=settings.redis_pool_timeout_s,
+            **kwargs,
+        )
+        _clients[key] = (settings, aioredis.Redis.from_pool(pool))  # closed with the client
     return _clients[key][1]
 
 

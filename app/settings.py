@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     db_sslrootcert: str | None = Field(None, description="CA certificate that signs the db's")
     db_connect_timeout_s: int = Field(3, ge=1, le=60)
     db_pool_size: int = Field(10, ge=1, le=200)
+    db_pool_max_overflow: int = Field(10, ge=0, le=200)
+    # A request waits this long for a free connection, then gets 503 "at capacity":
+    # backpressure, not a queue that grows until every client has timed out.
+    db_pool_timeout_s: float = Field(5.0, gt=0, le=60)
+    redis_pool_size: int = Field(64, ge=1, le=1000)
+    redis_pool_timeout_s: float = Field(5.0, gt=0, le=60)
     # Migrations (`clinchat-admin migrate`) run as the schema owner, not as the app.
     db_owner_user: str = Field("clinchat_owner", description="owner of the schema (migrations)")
     db_owner_password: SecretStr = Field(SecretStr(""), description="secret")

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audit import AuditUnavailable, record
@@ -39,7 +40,7 @@ from app.chat import llm, service
 from app.chat.prompt import Turn
 from app.crypto import KeysUnavailable
 from app.db import DbSession
-from app.errors import DependencyUnavailable
+from app.errors import AT_CAPACITY, DependencyUnavailable, redis_reason
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,10 @@ class OpenAIRoute(APIRoute):
                 return _unavailable("vault")
             except AuditUnavailable:
                 return _unavailable("audit")
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                return _unavailable("redis")
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                return _unavailable("redis", redis_reason(exc))
+            except PoolTimeout:
+                return _unavailable("database", AT_CAPACITY)
             except (OperationalError, psycopg.OperationalError):
                 return _unavailable("database")
 

@@ -1,10 +1,12 @@
 """Error shapes that hold app-wide: no echo of the input in a 422, HTML errors for browsers."""
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from app.models import Role
+from app.settings import Settings
 
 SECRET = "Zelda Quixotic-Testperson"  # obviously synthetic PHI
 
@@ -42,3 +44,49 @@ def test_a_form_without_its_csrf_token_is_refused_with_a_page(
     )
     assert page.status_code == 403
     assert "CSRF" in page.text and "Reload the page" in page.text
+
+
+def test_full_pools_are_503_at_capacity_with_retry_after(
+    login: Callable[..., TestClient], settings: Settings
+) -> None:
+    """Backpressure: past its pool a request waits briefly, then 503 naming the cause."""
+    from app import db, redis_client
+    from tests.app.test_chat import done_with, use
+
+    tight = settings.model_copy(
+        update={
+            "db_pool_size": 1, "db_pool_max_overflow": 0, "db_pool_timeout_s": 0.3,
+            "redis_pool_size": 1, "redis_pool_timeout_s": 0.3,
+        }
+    )  # fmt: skip
+    clinician = login(Role.clinician)
+    use(tight)
+    assert clinician.get("/api/v1/conversations").status_code == 200
+    portal = clinician.portal
+    assert portal is not None
+
+    async def hold_database() -> Any:
+        return await db.engine(tight).connect()
+
+    held = portal.call(hold_database)
+    full = clinician.get("/api/v1/conversations")
+    portal.call(held.close)
+    assert full.status_code == 503 and full.headers["Retry-After"]
+    assert full.json()["down"] == ["database"] and "at capacity" in full.json()["detail"]
+    assert clinician.get("/api/v1/conversations").status_code == 200
+
+    async def hold_redis() -> Any:
+        return await redis_client.redis_for(tight).connection_pool.get_connection()
+
+    connection = portal.call(hold_redis)
+    full = clinician.get("/api/v1/conversations")
+
+    async def release() -> None:
+        await redis_client.redis_for(tight).connection_pool.release(connection)
+
+    portal.call(release)
+    assert full.status_code == 503
+    assert full.json()["down"] == ["redis"] and "at capacity" in full.json()["detail"]
+    assert clinician.get("/api/v1/conversations").status_code == 200
+    portal.call(db.dispose_all)
+    done_with(clinician)
