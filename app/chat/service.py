@@ -203,6 +203,9 @@ async def prepare(
     # serving every other request meanwhile.
     phi, asked, turns = await anyio.to_thread.run_sync(_screen, settings, question, history)
     hits = await retrieve(db, settings, asked)
+    # End the read transaction: its connection must not wait on the model (a burst of
+    # questions would hold the whole pool while the serving queues them).
+    await db.commit()
     if not hits:
         log.info("answer: nothing relevant retrieved; not-found answer")
         return Answer([], None, phi)

@@ -264,6 +264,7 @@ async def post_message(
     except service.ConversationNotFound:
         raise not_found() from None
     turns = await service.history(db, settings, conversation)
+    await db.commit()  # reads done: the connection goes back to the pool for the slow part
     answer = await service.prepare(db, settings, body.content, turns)
     try:
         await service.add_question(db, settings, principal, conversation, body.content, answer)
