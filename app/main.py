@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, db, errors, redis_client, web
+from app.admission import Admission
 from app.metrics import record
 from app.phi.logging import JsonFormatter, PhiRedactingFilter
 from app.routers import audit as audit_api
@@ -54,6 +55,7 @@ app = FastAPI(
     lifespan=lifespan,
 )
 app.middleware("http")(record)
+app.add_middleware(Admission)  # outermost: a refused question takes nothing
 web.install(app)
 errors.install(app)
 app.include_router(health.router)

@@ -60,6 +60,9 @@ def exposition() -> Response:
 AUDIT_WRITE_FAILURES = Counter(
     "clinchat_audit_write_failures_total", "Audit events that could not be written"
 )
+ADMISSION_REFUSED = Counter(
+    "clinchat_admission_refused_total", "Questions refused with 503 at the in-flight bound"
+)
 RATE_LIMITED = Counter(
     "clinchat_rate_limited_total", "Requests refused with 429 over a rate limit", ["kind"]
 )

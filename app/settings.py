@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     retrieval_min_coverage: float = Field(1.0, ge=0, le=1)
     ingest_queue: str = "clinchat:ingest"
 
+    # Questions one worker answers at once (app/admission.py); past it: 503; 0: no bound.
+    chat_max_in_flight: int = Field(16, ge=0, le=1000)
+
     # -- rate limits (app/auth/ratelimit.py): per minute, per user and per API token; 0: off
     rate_limit_chat_per_minute: int = Field(20, ge=0)
     rate_limit_facade_per_minute: int = Field(30, ge=0)

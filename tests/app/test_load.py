@@ -2,10 +2,12 @@
 
 200 questions at once (20 clinicians, 10 each, every clinician's on one
 conversation) through a real uvicorn server, the real serving (tiny model),
-PostgreSQL, Redis and Vault. Every request must end as a streamed answer, a 429
-or a 503 with Retry-After; every answered question and every answer must be
-stored. The latencies are measured, never asserted: they are written to
-artifacts/load/chat.json and quoted in app/BENCHMARKS.md.
+PostgreSQL, Redis and Vault. A refused question is asked again after its
+Retry-After, as a client should, within a bounded window. Every attempt must
+end as a streamed answer, a 429 or a 503 with Retry-After (never a 500); every
+answered question and every answer must be stored. The latencies are measured,
+never asserted: they are written to artifacts/load/chat.json and quoted in
+app/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tests.services.postgres import PrivatePostgres
 USERS = 20
 QUESTIONS_EACH = 10
 REQUEST_TIMEOUT_S = 120  # bounded: a stuck request fails the test instead of hanging it
+RETRY_WINDOW_S = 300  # a refused question is asked again after Retry-After, until this
 OUT = Path(__file__).resolve().parents[2] / "artifacts" / "load" / "chat.json"
 
 
@@ -60,6 +63,28 @@ def live(settings: Settings, corpus: dict[str, str]) -> Iterator[str]:  # noqa: 
 
 
 async def _one(client: httpx.AsyncClient, conversation: str) -> dict[str, Any]:
+    """One question, asked again after each 429/503's Retry-After, as a client should."""
+    started = time.perf_counter()
+    attempts: list[dict[str, Any]] = []
+    while True:
+        try:
+            result = await _attempt(client, conversation)
+        except httpx.HTTPError as exc:  # a transport failure: status 0 fails the test
+            result = {"status": 0, "retry_after": None, "refused": type(exc).__name__,
+                      "last_event": None, "first_byte_s": None, "total_s": 0.0}  # fmt: skip
+        attempts.append(result)
+        late = time.perf_counter() - started > RETRY_WINDOW_S
+        if result["status"] not in (429, 503) or not result["retry_after"] or late:
+            break
+        await asyncio.sleep(float(result["retry_after"]))
+    return attempts[-1] | {
+        "attempts": len(attempts),
+        "refusals": [a["refused"] for a in attempts if a["refused"]],
+        "answered_s": time.perf_counter() - started,
+    }
+
+
+async def _attempt(client: httpx.AsyncClient, conversation: str) -> dict[str, Any]:
     started = time.perf_counter()
     first_byte: float | None = None
     body = b""
@@ -94,7 +119,9 @@ async def _burst(live: str, sessions: list[tuple[str, str, str]]) -> list[dict[s
             cookies={COOKIE: cookie},
             headers={"X-CSRF-Token": csrf},
             timeout=REQUEST_TIMEOUT_S,
-            limits=httpx.Limits(max_connections=QUESTIONS_EACH),
+            # a new connection per request: reusing one the server is closing at that
+            # moment (keep-alive's race) is the client's pooling, not the app under test
+            limits=httpx.Limits(max_connections=QUESTIONS_EACH, max_keepalive_connections=0),
         )
         for cookie, csrf, _ in sessions
     ]
@@ -139,6 +166,7 @@ def test_a_burst_of_200_questions_gives_no_500_and_loses_nothing(
 
     statuses = Counter(r["status"] for r in results)
     endings = Counter(r["last_event"] for r in results if r["status"] == 200)
+    refusals = Counter(reason for r in results for reason in r["refusals"])
     assert set(statuses) <= {200, 429, 503}, statuses
     assert all(r["retry_after"] for r in results if r["status"] in (429, 503)), results
     stored = dict(
@@ -158,16 +186,18 @@ def test_a_burst_of_200_questions_gives_no_500_and_loses_nothing(
         "requests": len(results),
         "users": USERS,
         "wall_s": round(wall, 2),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "final_statuses": {str(k): v for k, v in sorted(statuses.items())},
         "stream_endings": dict(endings),
-        "refusals": dict(Counter(r["refused"] for r in results if r["refused"])),
-        "first_byte_s": _percentiles([r["first_byte_s"] for r in answered]),
-        "total_s": _percentiles([r["total_s"] for r in answered]),
+        "refusals_on_the_way": dict(refusals),
+        "attempts": _percentiles([float(r["attempts"]) for r in results]),
+        "first_byte_of_the_answer_s": _percentiles([r["first_byte_s"] for r in answered]),
+        "answered_after_s": _percentiles([r["answered_s"] for r in answered]),
         "settings": {
             "db_pool_size": settings.db_pool_size,
             "db_pool_max_overflow": settings.db_pool_max_overflow,
             "redis_pool_size": settings.redis_pool_size,
             "max_answer_tokens": settings.max_answer_tokens,
+            "chat_max_in_flight": settings.chat_max_in_flight,
         },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
