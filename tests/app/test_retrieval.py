@@ -192,6 +192,42 @@ def test_fusion_is_reciprocal_rank() -> None:
     assert max(scores, key=scores.__getitem__) == 3  # in both lists beats first in one
 
 
+def test_common_lexemes_come_from_the_statistics_and_need_each_other(
+    corpus: tuple[Settings, dict[str, uuid.UUID]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lexeme in more than COMMON_ROWS chunks is left out of the OR; all-common: AND."""
+    from app.kb import retrieve as module
+
+    settings, documents = corpus
+    module._common.clear()
+    monkeypatch.setattr(module, "COMMON_ROWS", 0)  # every lexeme the statistics list
+
+    import psycopg
+
+    with psycopg.connect(db.conninfo(settings, owner=True), autocommit=True) as conn:
+        conn.execute("ANALYZE chunks")  # what autovacuum does; the owner's to run
+
+    async def go() -> tuple[frozenset[str], list[int], list[int], dict[int, uuid.UUID]]:
+        async with db.sessionmaker(settings)() as session:
+            common = await module.common_lexemes(session, settings)
+            lexemes = await query_lexemes(session, "lithium and paracetamol")
+            either = await fulltext_candidates(session, lexemes, 20)
+            both = await fulltext_candidates(session, lexemes, 20, frozenset(lexemes))
+            owners = {
+                row.id: row.document_id
+                for row in await session.execute(db_text("SELECT id, document_id FROM chunks"))
+            }
+        return common, either, both, owners
+
+    try:
+        common, either, both, owners = run(go())
+    finally:
+        module._common.clear()
+    assert {"lithium", "dose"} <= common  # the statistics' most common elements
+    assert {owners[i] for i in either} == {documents["lithium"], documents["paracetamol"]}
+    assert both == []  # no chunk holds both, and both are common: nothing
+
+
 def test_the_question_s_lexemes_are_stemmed_without_stop_words(
     corpus: tuple[Settings, dict[str, uuid.UUID]],
 ) -> None:
