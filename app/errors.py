@@ -83,6 +83,12 @@ def install(app: FastAPI) -> None:
         log.warning("redis: %s", type(exc).__name__)
         return unavailable("redis", redis_reason(exc))
 
+    @app.exception_handler(redis.exceptions.NoPermissionError)
+    async def _redis_acl(_: Request, exc: Exception) -> JSONResponse:
+        # a key or command the deployment's ACL does not grant: misconfiguration
+        log.error("redis: the ACL refused a command (NOPERM): roles/redis redis_app_keys")
+        return unavailable("redis", "refusing this app's user (ACL)")
+
     @app.exception_handler(PoolTimeout)
     async def _pool(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database: connection pool exhausted")

@@ -132,6 +132,8 @@ class OpenAIRoute(APIRoute):
                 return _unavailable("redis", redis_reason(exc))
             except PoolTimeout:
                 return _unavailable("database", AT_CAPACITY)
+            except redis.exceptions.NoPermissionError:
+                return _unavailable("redis", "refusing this app's user (ACL)")
             except (OperationalError, psycopg.OperationalError):
                 return _unavailable("database")
 

@@ -99,3 +99,37 @@ def test_an_upload_is_queued_and_the_worker_takes_it_under_the_role_acl(
         admin.portal.call(stop.set)  # type: ignore[union-attr]
         assert done.wait(10)
     assert status == "ready"
+
+
+def test_rate_limits_under_the_role_acl(
+    settings: Settings, redis_server: PrivateRedis, users: Callable[..., uuid.UUID]
+) -> None:
+    """The rate limiter's INCR, EXPIRE NX and TTL in MULTI on clinchat:rate:*."""
+    from app.main import app
+    from app.settings import get_settings
+
+    acl = role_acl_settings(settings, redis_server).model_copy(
+        update={"rate_limit_detect_per_minute": 1}
+    )
+    app.dependency_overrides[get_settings] = lambda: acl
+    name = f"acl-{uuid.uuid4().hex[:8]}"
+    password = f"Synthetic-{uuid.uuid4().hex}"
+    users(name, [str(Role.clinician), str(Role.auditor)], password)
+    try:
+        with TestClient(app) as client:
+            signed = client.post(
+                "/api/v1/auth/login", json={"username": name, "password": password}
+            )
+            assert signed.status_code == 200, signed.text
+            client.headers["X-CSRF-Token"] = signed.json()["csrf_token"]
+            conversation = client.post("/api/v1/conversations", json={}).json()["id"]
+            asked = client.post(
+                f"/api/v1/conversations/{conversation}/messages",
+                json={"content": "How do I book annual leave?"},
+            )
+            assert asked.status_code == 200, asked.text
+            text = {"text": "Seen on ward 4."}
+            assert client.post("/api/v1/phi/detect", json=text).status_code == 200
+            assert client.post("/api/v1/phi/detect", json=text).status_code == 429
+    finally:
+        app.dependency_overrides.pop(get_settings, None)
