@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -406,21 +406,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the JSON here too")
     args = parser.parse_args(argv)
 
-    from app import migrate
-
     def bench(settings: Settings) -> dict[str, Any]:
-        migrate.upgrade(settings)
         return run_bench(settings, args.chunks, args.queries, args.real, args.seed, args.k)
 
-    if args.dsn:
-        result = bench(settings_from_dsn(args.dsn))
+    report(bench, args.dsn, args.out, "python -m app.kb.bench", argv)
+
+
+def report(
+    measure: Callable[[Settings], dict[str, Any]],
+    dsn: str | None,
+    out: Path | None,
+    command: str,
+    argv: list[str] | None,
+) -> None:
+    """``measure`` on a migrated database (``dsn``'s, else a private one); the JSON printed
+    and written to ``out``, with the command that produced it."""
+    from app import migrate
+
+    def run(settings: Settings) -> dict[str, Any]:
+        migrate.upgrade(settings)
+        return measure(settings)
+
+    if dsn:
+        result = run(settings_from_dsn(dsn))
     else:
         with private_postgres() as settings:
-            result = bench(settings)
-    result["command"] = "python -m app.kb.bench " + " ".join(argv or sys.argv[1:])
+            result = run(settings)
+    result["command"] = f"{command} " + " ".join(argv or sys.argv[1:])
     output = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(output + "\n")
+    if out:
+        out.write_text(output + "\n")
     print(output)
 
 

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ from typing import Any
 import psycopg
 
 from app.db import conninfo, sessionmaker
-from app.kb.bench import private_postgres, settings_from_dsn
+from app.kb.bench import report
 from app.kb.chunk import chunk_blocks
 from app.kb.embed import LocalEmbedder
 from app.kb.parse import parse
-from app.kb.retrieve import Hit, retrieve_timed
+from app.kb.retrieve import Hit, _vector_literal, candidates, gate, retrieve_timed
 from app.settings import Settings
 
 RECALL_AT = 5
@@ -121,7 +120,7 @@ def load(settings: Settings, policies: list[Path]) -> tuple[dict[uuid.UUID, str]
                     "INSERT INTO chunks (version_id, document_id, ordinal, section, page, text,"
                     " embedding, searchable) VALUES (%s, %s, %s, %s, %s, %s, %s, true)",
                     (version_id, document_id, ordinal, chunk.section, chunk.page, chunk.text,
-                     "[" + ",".join(f"{x:.7g}" for x in vector) + "]"),
+                     _vector_literal(vector)),
                 )  # fmt: skip
         conn.commit()
     return owners, count
@@ -137,12 +136,8 @@ async def _ask(
     for question in [questions[0], *questions]:  # the first once more: a warm-up, dropped
         async with maker() as session:
             started = time.perf_counter()
-            if gated:
-                hits, _ = await retrieve_timed(session, settings, question.question, None, embedder)
-            else:
-                from app.kb.retrieve import candidates
-
-                hits, _ = await candidates(session, settings, question.question, None, embedder)
+            ask = retrieve_timed if gated else candidates
+            hits, _ = await ask(session, settings, question.question, None, embedder)
             seconds = time.perf_counter() - started
             await session.rollback()
         found.append((question, hits, seconds))
@@ -170,14 +165,7 @@ def decide(
     settings: Settings, found: list[tuple[Question, list[Hit], float]], owners: dict[uuid.UUID, str]
 ) -> list[Outcome]:
     """What ``retrieve`` would return for each question's candidates under ``settings``' gate."""
-    from app.kb.retrieve import relevant
-
-    gated = []
-    for question, hits, seconds in found:
-        kept = [hit for hit in hits if relevant(hit, settings)]
-        kept.sort(key=lambda h: (-h.score, -h.similarity, h.chunk_id))
-        gated.append((question, kept[: settings.retrieval_top_k], seconds))
-    return outcomes_of(gated, owners)
+    return outcomes_of([(q, gate(hits, settings), s) for q, hits, s in found], owners)
 
 
 def score(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -224,7 +212,7 @@ def evaluate(settings: Settings, folder: Path, with_sweep: bool = False) -> dict
         "chunks": chunks,
         "gate": {
             "min_similarity": settings.retrieval_min_similarity,
-            "min_coverage": getattr(settings, "retrieval_min_coverage", None),
+            "min_coverage": settings.retrieval_min_coverage,
             "top_k": settings.retrieval_top_k,
         },
         **score(outcomes),
@@ -259,22 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the JSON here too")
     args = parser.parse_args(argv)
 
-    from app import migrate
-
-    def run(settings: Settings) -> dict[str, Any]:
-        migrate.upgrade(settings)
-        return evaluate(settings, args.set, args.sweep)
-
-    if args.dsn:
-        result = run(settings_from_dsn(args.dsn))
-    else:
-        with private_postgres() as settings:
-            result = run(settings)
-    result["command"] = "python -m app.kb.eval " + " ".join(argv or sys.argv[1:])
-    output = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(output + "\n")
-    print(output)
+    report(
+        lambda settings: evaluate(settings, args.set, args.sweep),
+        args.dsn,
+        args.out,
+        "python -m app.kb.eval",
+        argv,
+    )
 
 
 if __name__ == "__main__":

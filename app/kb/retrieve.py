@@ -188,16 +188,20 @@ async def retrieve_timed(
     k: int | None = None,
     embedder: Embedder | None = None,
 ) -> tuple[list[Hit], Timings]:
-    hits, timings = await candidates(session, settings, query, k, embedder)
+    found, timings = await candidates(session, settings, query, k, embedder)
     started = time.perf_counter()
-    hits = [hit for hit in hits if relevant(hit, settings)]
-    hits = sorted(hits, key=lambda h: (-h.score, -h.similarity, h.chunk_id))[
-        : k or settings.retrieval_top_k
-    ]
+    hits = gate(found, settings, k)
     timings.fuse_s += time.perf_counter() - started
     timings.total_s += time.perf_counter() - started
     RETRIEVAL_LATENCY.observe(timings.total_s)
     return hits, timings
+
+
+def gate(hits: list[Hit], settings: Settings, k: int | None = None) -> list[Hit]:
+    """The relevant candidates, best fused score first, at most ``k``."""
+    kept = [hit for hit in hits if relevant(hit, settings)]
+    kept.sort(key=lambda h: (-h.score, -h.similarity, h.chunk_id))
+    return kept[: k or settings.retrieval_top_k]
 
 
 def relevant(hit: Hit, settings: Settings) -> bool:
