@@ -1,6 +1,9 @@
 """The Redis connection (sessions, sign-in counters, the ingestion queue)."""
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.db import loop_id
 from app.errors import DependencyUnavailable
@@ -16,7 +19,16 @@ def redis_for(settings: Settings) -> aioredis.Redis:
         raise DependencyUnavailable("redis", "not configured")
     key = (id(settings), loop_id())
     if key not in _clients:
-        kwargs: dict = {"socket_timeout": 3, "socket_connect_timeout": 3, "decode_responses": True}
+        kwargs: dict = {
+            "socket_timeout": 3,
+            "socket_connect_timeout": 3,
+            "decode_responses": True,
+            # A pooled connection Redis closed (a restart, a failover) fails its next
+            # command: reconnect and send it once more. Without this, every connection
+            # in the pool was one 503 "redis is unavailable" after Redis came back.
+            # Not on timeouts: a hung Redis must not hold a request twice as long.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        }
         if settings.redis_password.get_secret_value():
             kwargs["password"] = settings.redis_password.get_secret_value()
         if settings.redis_url.startswith("rediss://") and settings.redis_ca_cert:

@@ -90,3 +90,36 @@ def test_full_pools_are_503_at_capacity_with_retry_after(
     assert clinician.get("/api/v1/conversations").status_code == 200
     portal.call(db.dispose_all)
     done_with(clinician)
+
+
+def test_connections_redis_dropped_are_reopened_not_a_503(
+    login: Callable[..., TestClient], settings: Settings, redis_server: Any
+) -> None:
+    """Redis restarted (an upgrade, a failover): every pooled connection is dead. The
+    next requests reconnect; none is a 503 "redis is unavailable" for a Redis that is up."""
+    import redis as sync_redis
+
+    from app import redis_client
+    from tests.app.test_chat import done_with, use
+
+    small = settings.model_copy(update={"redis_pool_size": 4})
+    clinician = login(Role.clinician)
+    use(small)
+    portal = clinician.portal
+    assert portal is not None
+
+    async def open_every_connection() -> None:
+        pool = redis_client.redis_for(small).connection_pool
+        held = [await pool.get_connection() for _ in range(4)]
+        for connection in held:
+            await pool.release(connection)
+
+    portal.call(open_every_connection)
+    admin = sync_redis.Redis.from_url(redis_server.url, ssl_ca_certs=str(redis_server.ca_cert))
+    killed = admin.client_kill_filter(_type="normal", skipme=True)
+    admin.close()
+    assert killed >= 4
+    for _ in range(6):  # more requests than dead connections
+        response = clinician.get("/api/v1/conversations")
+        assert response.status_code == 200, response.text
+    done_with(clinician)
