@@ -74,12 +74,14 @@ _MONTH_YEAR_RE = re.compile(
 _CUE = (
     r"(?:\b(?:DOB|D\.O\.B\.?|birth ?date|date of birth|born|dated?|on|since|from|until|till|thru"
     r"|through|admitted|admission|discharged?|discharge date|seen|visit|DOS|DOD|died|deceased"
-    r"|expired|last seen|onset|started|stopped|effective|surgery|procedure|before|after|by)"
+    r"|expired|last seen|onset|started|stopped|effective|surgery|procedure|before|after|by"
+    # an event or a test with its day: "fell 10/3", "CT 14/06:", "handover 20/01"
+    r"|fell|fall|injury|handover|CT|MRI|x-?ray|scan|echo|ECG|op)"
     r"\b[:.]?\s*(?:on\s+)?)"
 )
 # 3/5, 03-05 after a cue
 _PARTIAL_RE = re.compile(
-    _CUE + r"(?P<a>[01]?\d)(?P<sep>[/-])(?P<b>[0-3]?\d)(?![\d/.]|-\d)", re.IGNORECASE
+    _CUE + r"(?P<a>[0-3]?\d)(?P<sep>[/-])(?P<b>[0-3]?\d)(?![\d/.]|-\d)", re.IGNORECASE
 )
 # 03051950, 19500305 after a cue
 _COMPACT_RE = re.compile(_CUE + r"(?P<num>\d{8}|\d{6})(?!\d)", re.IGNORECASE)

@@ -1,7 +1,7 @@
 """The layered detector: every finder proposes candidates, overlaps are merged."""
 
 from app.phi.dates import find_dates
-from app.phi.geo import find_ages, find_places
+from app.phi.geo import ages_after_names, find_ages, find_places
 from app.phi.names import find_names
 from app.phi.patterns import find_structured
 from app.phi.types import PhiType, Span
@@ -16,7 +16,9 @@ def _candidates(text: str) -> list[Candidate]:
     found.extend((a, b, PhiType.DATE, _DATE_PRIORITY) for a, b in find_dates(text))
     found.extend(find_ages(text))
     found.extend(find_places(text))
-    found.extend(find_names(text))
+    names = list(find_names(text))
+    found.extend(names)
+    found.extend(ages_after_names(text, [end for _, end, _, _ in names]))
     return found
 
 

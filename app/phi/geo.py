@@ -20,10 +20,14 @@ _AGE_RES = [
     re.compile(
         r"(?<![\d.])" + _AGE_NUM + r"\s*(?:yo|y/o|y\.o\.?|yof|yom|y)(?![\w/])", re.IGNORECASE
     ),
-    # aged 92, age: 92, age 92
-    re.compile(r"\bage[d:]?\s*[:=]?\s*" + _AGE_NUM + r"(?![\d.])", re.IGNORECASE),
+    # aged 92, age: 92, age 92 (a full stop after it ends the sentence, "aged 100.")
+    re.compile(r"\bage[d:]?\s*[:=]?\s*" + _AGE_NUM + r"(?!\d|\.\d)", re.IGNORECASE),
     # 92M, 92 F, 92 yo F (demographic shorthand)
     re.compile(r"(?<![\d.])" + _AGE_NUM + r"\s?(?:M|F|male|female|man|woman)\b"),
+    # F 92, M/95, F, 97 (sex before age)
+    re.compile(
+        r"\b(?:M|F)[ \t]?[,/]?[ \t]?" + _AGE_NUM + r"(?!\d|\.\d|[ \t]?(?:%|mg|kg|mm|cm|ml|bpm))"
+    ),
     # in her 90s, nonagenarian, centenarian
     re.compile(
         r"\b(?:(?:early|mid|late)[- ])?(?:90s|nineties|100s)\b|\bnonagenarian\b|\bcentenarian\b",
@@ -33,8 +37,25 @@ _AGE_RES = [
 _TENS = r"(?:ninety|one hundred(?: and)?)"
 _UNITS = r"(?:one|two|three|four|five|six|seven|eight|nine)"
 _AGE_WORDS_RE = re.compile(
-    r"\b" + _TENS + r"(?:[- ]" + _UNITS + r")?[- ]years?[- ]old\b", re.IGNORECASE
+    r"\b" + _TENS + r"(?:[- ]" + _UNITS + r")?[- ]years?[- ]old\b"
+    # "aged ninety-one", "is ninety-eight": a number word is an age after these
+    r"|(?<=\baged )" + _TENS + r"(?:[- ]" + _UNITS + r")?\b"
+    r"|(?<=\bage )" + _TENS + r"(?:[- ]" + _UNITS + r")?\b"
+    r"|(?<=\bis )" + _TENS + r"(?:[- ]" + _UNITS + r")?\b"
+    r"(?![- ](?:percent|per|mg|kg|minutes|seconds))",
+    re.IGNORECASE,
 )
+# A name then an age over 89: "Folasade Adeyemi, 93, new confusion", "Pham Minh Chau 96 -"
+_AGE_AFTER_NAME_RE = re.compile(
+    r"[ \t]*,?[ \t]*" + _AGE_NUM + r"(?=[ \t]*(?:[,;)\n]|[-–][ \t]|\.(?!\d)|$))"
+)
+
+
+def ages_after_names(text: str, name_ends: list[int]) -> Iterator[Candidate]:
+    for end in name_ends:
+        m = _AGE_AFTER_NAME_RE.match(text, end)
+        if m:
+            yield m.start("age"), m.end("age"), PhiType.AGE, 4
 
 
 def find_ages(text: str) -> Iterator[Candidate]:

@@ -13,6 +13,7 @@ disease``, ``Stevens-Johnson syndrome``) are clinical terms, not people.
 """
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +38,7 @@ class Lexicon:
     eponyms: frozenset[str]
     heads: frozenset[str]
     terms: frozenset[str]
+    census: frozenset[str]  # names only the census lists know (weaker evidence)
 
 
 @lru_cache(maxsize=1)
@@ -54,20 +56,30 @@ def lexicon() -> Lexicon:
     first = frozenset(w.lower() for w in _read("first_names.txt"))
     last = frozenset(w.lower() for w in _read("surnames.txt"))
     terms = sections["[terms]"]
+    common = frozenset(w.lower() for w in _read("common_words.txt"))
+    # The census lists (no English words in them) add names of every origin the US
+    # census counted; they never take a word from the clinical or common lists.
+    known_words = terms | common | sections["[eponyms]"]  # "Whipple", "Apgar": not people
+    census_first = frozenset(_read("census_first_names.txt")) - known_words
+    census_last = frozenset(_read("census_surnames.txt")) - known_words
     # a clinical word that is also a name ("Iris", "Colon") is ambiguous, not a term
     return Lexicon(
-        first=first,
-        last=last,
+        first=first | census_first,
+        last=last | census_last,
         ambiguous=frozenset(w.lower() for w in _read("ambiguous_names.txt"))
         | (terms & (first | last)),
-        common=frozenset(w.lower() for w in _read("common_words.txt")),
+        common=common,
         eponyms=frozenset(sections["[eponyms]"]),
         heads=frozenset(sections["[heads]"]),
         terms=frozenset(terms - first - last),
+        census=(census_first | census_last) - first - last,
     )
 
 
-_TOKEN_RE = re.compile(r"[A-Za-z](?:[A-Za-z]|['’](?=[A-Za-z])|-(?=[A-Za-z]))*")
+# Letters of any script: "Päivi", "Øvergaard", "Ó Murchú" are one token each, not cut
+# at the first letter ASCII lacks.
+_L = r"[^\W\d_\u00b2\u00b3\u00b9\u2070-\u209f]"  # not sub- or superscripts: "SpO₂"
+_TOKEN_RE = re.compile(_L + r"(?:" + _L + r"|['’](?=" + _L + r")|-(?=" + _L + r"))*")
 _POSSESSIVE_RE = re.compile(r"['’]s$", re.IGNORECASE)
 _TITLE_CUE_RE = re.compile(
     r"(?:\b(?:mr|mrs|ms|miss|mx|mister|dr|drs|doctor|prof|professor|rev|sr|sister|fr"
@@ -82,7 +94,9 @@ _ROLE_CUE_RE = re.compile(
     r"|spoke\s+(?:with|to)|called|son|daughter|wife|husband|mother|father|mom|dad|brother|sister|spouse"
     r"|partner|fianc[ée]e?|guardian|caregiver|nok|next\s+of\s+kin|(?:emergency\s+)?contact|aunt|uncle|niece"
     r"|nephew|grandson|granddaughter|grandmother|grandfather|grandchild|friend|neighbou?r|employer|boss"
-    r"|roommate|landlord|interpreter|chaplain|named|cc|dear|attn|care\s+of|c/o|accompanied\s+by|with\s+(?:his|her|their)\s+\w+)"
+    r"|roommate|landlord|interpreter|chaplain|named|cc|dear|attn|care\s+of|c/o|accompanied\s+by|with\s+(?:his|her|their)\s+\w+"
+    # handover lists: "bed 6 frank dunmore", "BED 3 - KAMAU, WANJIRU", "cot 4 -"
+    r"|(?:bed|cot|bay|cubicle|cube|room|rm|side\s+room)\s+[0-9]{1,3}[A-Za-z]?\s*[-:,]?)"
     r"[ \t]*[:,\-]?[ \t]*$)",
     re.IGNORECASE,
 )
@@ -115,6 +129,10 @@ _LOWER_NOT_NAME_RE = re.compile(
 _BANNER_AFTER_RE = re.compile(
     r"[ \t]*(?:--?|\||;|,|/|\()?[ \t]*(?:DOB|D\.O\.B|MRN|DOS|Age\b|Sex\b)"
 )
+# An age right after a name: ", 71,", " 67M", ", 94 years", " 44 y", " 71 -"
+_AGE_AFTER_RE = re.compile(
+    r",?[ \t]*\d{1,3}(?:[ \t]?(?:[MF]\b|y/o|yo\b|y\b|yrs?\b|years?\b)|,|[ \t]+[-–][ \t])"
+)
 _UNKNOWN_SUFFIX_RE = re.compile(r"(?:ed|ing|ly|tion|sion|ment|ness|ity|ous|ive|al|ic)$")
 
 
@@ -131,6 +149,7 @@ class _Tok:
     amb: bool
     common: bool
     med: bool
+    census: bool
 
 
 def _classify(text: str, lex: Lexicon) -> list[_Tok]:
@@ -142,7 +161,10 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
         if possessive:
             word = word[:-2]
             end = m.start() + len(word)
-        low = word.lower().replace("’", "'")
+        # accents folded for the word lists: "Sjögren", "Ménière" are the eponyms listed
+        # as "sjogren", "meniere"
+        low = unicodedata.normalize("NFKD", word.lower().replace("’", "'"))
+        low = "".join(c for c in low if not unicodedata.combining(c))
         parts = low.split("-")
         listed = (
             low in lex.first
@@ -150,6 +172,26 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
             or (len(parts) > 1 and all(p in lex.first or p in lex.last for p in parts))
         )
         listed = listed or low.replace("'", "") in lex.last
+        # A letter beyond ASCII ("Øvergaard", "zieliński", "Hēnare") is rare in English
+        # clinical words and common in names; the eponyms that have one ("Ménière's",
+        # "Sjögren's") are clinical terms by the rule below.
+        foreign = (
+            not listed
+            and not word.isascii()
+            and len(word) >= 2
+            and not any(p in lex.eponyms for p in parts)
+            and low not in lex.common
+            and low not in lex.terms
+        )
+        listed = listed or foreign
+        caps = len(word) > 1 and word.isupper()
+        # weak evidence, like a name only the census knows: a word of another language
+        # ("für", "Überweisung") has accents too
+        census = low in lex.census or foreign
+        if end < len(text) and (text[end].isdigit() or text[end] in "₂₃²³"):
+            listed = False  # "PaCO2", "SpO₂", "T4": a name is never glued to a number
+        if census and caps and len(word) <= 4:
+            listed = False  # "AKI", "EHR", "DEA": shorthand that the census also counts
         toks.append(
             _Tok(
                 start=m.start(),
@@ -157,27 +199,31 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
                 word=word,
                 low=low,
                 cap=word[0].isupper(),
-                caps=len(word) > 1 and word.isupper(),
+                caps=caps,
                 listed=listed,
                 possessive=possessive,
                 amb=low in lex.ambiguous,
                 common=low in lex.common,
                 med=low in lex.terms,
+                census=census,
             )
         )
     # eponyms: "Bell's palsy", "Graves disease", "Stevens-Johnson syndrome", "Foley catheter"
     for i, t in enumerate(toks):
         parts = t.low.split("-")
-        if not any(p in lex.eponyms for p in parts):
+        # a census-only name right before a head ("Barthel index", "Zimmer frame") is one too
+        eponym = any(p in lex.eponyms for p in parts)
+        if not (eponym or t.census):
             continue
         j = i + 1
-        while j < len(toks) and toks[j].low in lex.eponyms and j - i < 3:
+        while eponym and j < len(toks) and toks[j].low in lex.eponyms and j - i < 3:
             j += 1
         if j < len(toks) and toks[j].low in lex.heads and toks[j].start - toks[j - 1].end <= 3:
             for k in range(i, j):
                 toks[k].med = True
         elif (
-            t.possessive
+            eponym
+            and t.possessive
             and t.cap
             and (j >= len(toks) or not toks[j].cap or toks[j].start - t.end > 3)
         ):
@@ -221,7 +267,8 @@ def _sentence_start(text: str, pos: int) -> bool:
 def _namelike_after_cue(t: _Tok, nxt: "_Tok | None" = None) -> bool:
     if t.med or t.low in _TITLES:
         return False
-    if t.listed:
+    # a census-only name in lower case ("rockwood", "venturi") is judged like an unknown word
+    if t.listed and not (t.census and not t.cap):
         if t.cap or not (t.amb or t.common):
             return True
         # "patient hope bell", "pt will hunter": a lower-case word-name counts when a
@@ -253,11 +300,13 @@ def find_names(text: str) -> Iterator[Candidate]:
         if not (_TITLE_CUE_RE.search(before) or _ROLE_CUE_RE.search(before)):
             continue
         nxt = toks[i + 1] if i + 1 < n and _joinable(text, t, toks[i + 1]) else None
+        # one letter is an initial ("J. Smith") or an Irish particle ("Ó Briain")
         if not _namelike_after_cue(t, nxt) or (
-            len(t.word) == 1 and not text.startswith(".", t.end)
+            len(t.word) == 1 and t.word.isascii() and not text.startswith(".", t.end)
         ):
             continue
-        if not t.cap and not t.listed and (nxt is None or nxt.cap or not _namelike_after_cue(nxt)):
+        weak = not t.listed or t.census
+        if not t.cap and weak and (nxt is None or nxt.cap or not _namelike_after_cue(nxt)):
             continue  # "patient drove", "pt email": an unknown lower-case word needs a second one
         j = i
         while (
@@ -363,7 +412,22 @@ def _decide(run: list[_Tok], text: str) -> tuple[int, int] | None:
             and _ACTOR_VERB_RE.match(text, run[-1].end)
         ):
             return 0, len(run) - 1
+        # two or three followed by an age, as in handover lists: "Ioana Petrescu, 71,"
+        if 2 <= len(run) <= 3 and _AGE_AFTER_RE.match(text, run[-1].end):
+            return 0, len(run) - 1
         return None
+    if len(run) == 1 and run[0].census and not run[0].cap:
+        return None  # "rockwood", "abdo": a lone lower-case census-only name is a word
+    if (
+        len(run) == 1
+        and run[0].census
+        and _sentence_start(text, run[0].start)
+        and not _PERSON_VERB_RE.match(text, run[0].end)
+    ):
+        return None  # "Überweisung für ...": a capital at a sentence start proves nothing
+    word_name = run[0].amb or run[0].common
+    if len(run) == 1 and word_name and re.match(r"[ \t]+\d", text[run[0].end :]):
+        return None  # "Ward 7B", "Sun 16 Mar": a word-name before a number labels it
     strong = [
         k
         for k, t in enumerate(run)
@@ -375,13 +439,13 @@ def _decide(run: list[_Tok], text: str) -> tuple[int, int] | None:
     if lower and any(t.cap for t in run):
         # mixed case: keep only the capitalised part
         caps = [k for k, t in enumerate(run) if t.cap]
-        sub = (
-            _decide(run[caps[0] : caps[-1] + 1], text)
-            if caps == list(range(caps[0], caps[-1] + 1))
-            else None
-        )
+        # the last unbroken capitalised block ("Überweisung für Zelda Testperson")
+        first = caps[-1]
+        while first - 1 in caps:
+            first -= 1
+        sub = _decide(run[first : caps[-1] + 1], text)
         if sub is not None:
-            return caps[0] + sub[0], caps[0] + sub[1]
+            return first + sub[0], first + sub[1]
         low = [
             k
             for k, t in enumerate(run)

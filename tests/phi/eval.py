@@ -1,6 +1,10 @@
 """Recall and precision per PHI type for ``app.phi`` and, when installed, default Presidio.
 
     python -m tests.phi.eval [--seed N] [--docs N] [--out phi-eval.json] [--no-presidio]
+    python -m tests.phi.eval --set harbor [--out ...]   # a set under tests/phi/external
+
+The first form scores the generated corpus (``tests/phi/corpus.py``), the second a
+labelled set someone other than the detector's author wrote (``tests/phi/external``).
 
 Presidio (the ``phi-eval`` extra) runs as shipped: ``AnalyzerEngine`` with every default
 recognizer and the default score threshold, on spaCy's small English pipeline (the
@@ -18,6 +22,7 @@ import time
 from collections.abc import Iterable
 
 from app.phi import PhiType, detect
+from tests.phi import external
 from tests.phi.corpus import N_DOCS, SEED, Doc, generate
 from tests.phi.metrics import Predicted, Predictor, Report, evaluate
 
@@ -143,8 +148,8 @@ def table(reports: dict[str, Report], docs: list[Doc]) -> str:
     return "\n".join(lines)
 
 
-def run(seed: int = SEED, n_docs: int = N_DOCS, with_presidio: bool = True) -> dict:
-    docs = generate(seed, n_docs)
+def run(seed: int = SEED, n_docs: int = N_DOCS, with_presidio: bool = True, name: str = "") -> dict:
+    docs = [r.doc for r in external.load(name)] if name else generate(seed, n_docs)
     reports: dict[str, Report] = {}
     timings: dict[str, float] = {}
     labels: dict[str, str] = {"app.phi": "app.phi (this repository)"}
@@ -161,8 +166,9 @@ def run(seed: int = SEED, n_docs: int = N_DOCS, with_presidio: bool = True) -> d
             labels["presidio"] = label
     chars = sum(len(d.text) for d in docs)
     return {
-        "seed": seed,
-        "docs": n_docs,
+        "corpus": name or "generated",
+        "seed": None if name else seed,
+        "docs": len(docs),
         "chars": chars,
         "gold_spans": sum(len(d.spans) for d in docs),
         "detectors": labels,
@@ -190,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--docs", type=int, default=N_DOCS)
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--set", default="", choices=["", *external.names()], help="external set")
     ap.add_argument("--no-presidio", action="store_true")
     ap.add_argument(
         "--show-misses", type=int, default=0, help="print N missed gold values (synthetic data)"
     )
     args = ap.parse_args(argv)
-    res = run(args.seed, args.docs, not args.no_presidio)
+    res = run(args.seed, args.docs, not args.no_presidio, args.set)
     reports = res.pop("_reports")
+    source = f"set {args.set}" if args.set else f"seed {res['seed']}"
     print(
-        f"corpus: seed {res['seed']}, {res['docs']} notes, {res['chars']} characters, "
+        f"corpus: {source}, {res['docs']} texts, {res['chars']} characters, "
         f"{res['gold_spans']} gold spans"
     )
     for name, label in res["detectors"].items():

@@ -275,6 +275,60 @@ def test_address_and_zip() -> None:
     assert covered("ZIP code 43210-1234", "43210-1234", T.ZIP)
 
 
+# --- names and ages the external sets showed missing (2026-12-07) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Reviewed in clinic with Sigríður Þórsdóttir today.", "Sigríður Þórsdóttir"),
+        ("Letter copied to Mr Ó Briain.", "Ó Briain"),
+        ("pt zdzisław wójcik on ward round", "zdzisław wójcik"),
+        # census surnames the hand-written lists never had
+        ("Consent witnessed by Bernadette Quattlebaum.", "Bernadette Quattlebaum"),
+        # handover lines: a bed, then a name; a name, then an age
+        ("bed 7 teodor brandvold, fall overnight", "teodor brandvold"),
+        ("Bay 2: Oyelade Fadekemi 71 - awaiting echo", "Oyelade Fadekemi"),
+        ("Results: Ruaraidh Mackinven, 58, stable", "Ruaraidh Mackinven"),
+    ],
+)
+def test_names_of_every_script_and_position(text: str, name: str) -> None:
+    assert covered(text, name, T.NAME), found(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Transfer to Ward 7B when a bed is free.",  # a word-name before a number labels it
+        "Barthel index 40, Zimmer frame indoors.",  # census names before a clinical head
+        "AKI on CKD, review the EHR and ASA grade.",  # short capitals are shorthand
+        "left sternal border murmur, rockwood 5",  # lone lower-case census words
+        "Seen in the Sjögren's clinic; Ménière's disease stable.",  # eponyms with accents
+    ],
+)
+def test_clinical_words_stay_words(text: str) -> None:
+    assert not [f for f in found(text) if f[1] is T.NAME], found(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "age"),
+    [
+        ("Independent at home, aged 101.", "101"),
+        ("Bed 4 - Halvard Roed, 93, delirium", "93"),
+        ("triage: F 96, fall, long lie", "96"),
+        ("She is ninety-three and lives alone.", "ninety-three"),
+    ],
+)
+def test_ages_over_89_in_list_and_word_forms(text: str, age: str) -> None:
+    assert covered(text, age, T.AGE), found(text)
+
+
+def test_day_month_dates_after_an_event_cue() -> None:
+    assert covered("Fall 30/05, CT 14/06: no bleed", "30/05", T.DATE)
+    assert covered("Fall 30/05, CT 14/06: no bleed", "14/06", T.DATE)
+    assert not found("power 5/5 in all limbs, pain 7/10")
+
+
 # --- the corpus gate ----------------------------------------------------------------------------
 
 
@@ -339,6 +393,7 @@ def test_bundled_lists_load() -> None:
     lex = lexicon()
     assert len(lex.first) > 1000 and len(lex.last) > 1000
     assert "hope" in lex.ambiguous and "bell" in lex.eponyms and "palsy" in lex.heads
+    assert len(lex.census) > 50_000 and not lex.census & (lex.common | lex.terms | lex.eponyms)
 
 
 @pytest.mark.parametrize(
