@@ -1,9 +1,12 @@
 """``clinchat-admin``: the operator's command line.
 
     clinchat-admin migrate                      schema migrations (as the schema owner)
-    clinchat-admin create-user NAME --role admin [--role ...] [--password-file FILE]
+    clinchat-admin create-user NAME --role admin [--role ...] [--password-file FILE] [--totp]
+    clinchat-admin totp enrol NAME              a local account's second factor (shown once)
+    clinchat-admin totp reset NAME              remove it (then no sign-in until enrolled again)
     clinchat-admin ingest DIR [--now]           add every supported file as a document
-    clinchat-admin audit verify                 walk the audit chain
+    clinchat-admin audit verify [--max-checkpoint-age S]  walk the chain, check its checkpoints
+    clinchat-admin audit checkpoint             sign a checkpoint of the chain now
     clinchat-admin reindex                      re-embed every searchable chunk
     clinchat-admin worker                       the ingestion worker (as app.kb.worker)
     clinchat-admin vault-unwrap                 trade the wrapped AppRole secret id (unit start)
@@ -28,8 +31,9 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import psycopg
 import redis.exceptions
@@ -41,6 +45,9 @@ from app.crypto import KeysUnavailable
 from app.errors import DependencyUnavailable
 from app.models import Role
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.audit.chain import Verdict
 
 OK, CHECK_FAILED, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
 T = TypeVar("T")
@@ -115,24 +122,91 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
+def _print_enrolment(username: str, secret: bytes) -> None:
+    """The secret, once: the operator puts it in the account holder's authenticator app."""
+    from app.auth import totp
+
+    print(f"second factor (TOTP) of {username}, shown once: add it to an authenticator app now")
+    print(f"secret: {totp.base32(secret)}")
+    print(f"uri: {totp.otpauth_uri(username, secret)}")
+
+
 def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth import totp
     from app.auth.local import PasswordPolicyError, create_local_user
     from app.db import sessionmaker
+    from app.kb.worker import ADMIN_CLI
 
     password = _read_password(args)
 
-    async def work() -> str:
+    async def work() -> tuple[str, bytes | None]:
         async with sessionmaker(settings)() as session:
             user = await create_local_user(
                 session, args.username, password, args.role, settings=settings
             )
-            return str(user.id)
+            secret = await totp.enrol(session, settings, user, ADMIN_CLI) if args.totp else None
+            return str(user.id), secret
 
     try:
-        user_id = _run(settings, work)
+        user_id, secret = _run(settings, work)
     except PasswordPolicyError as exc:
         raise Failed(str(exc), BAD_INPUT) from exc
     print(f"ok: local user {args.username.strip()} ({', '.join(sorted(set(args.role)))}) {user_id}")
+    if secret is not None:
+        _print_enrolment(args.username.strip(), secret)
+    elif settings.totp_required:
+        print(
+            f"note: it signs in only once its second factor is enrolled: "
+            f"clinchat-admin totp enrol {args.username.strip()}"
+        )
+    return OK
+
+
+def totp_factor(settings: Settings, args: argparse.Namespace) -> int:
+    """``totp enrol|reset NAME``: a local account's second factor, audited as clinchat-admin."""
+    from sqlalchemy import func, select
+
+    from app.auth import totp
+    from app.db import sessionmaker
+    from app.kb.worker import ADMIN_CLI
+    from app.models import User
+
+    async def work() -> tuple[str, bytes | None, bool]:
+        async with sessionmaker(settings)() as db:
+            name = args.name.strip()
+            user = await db.scalar(
+                select(User).where(
+                    func.lower(User.username) == name.lower(), User.source == "local"
+                )
+            )
+            if user is None:
+                other = await db.scalar(
+                    select(User.id).where(func.lower(User.username) == name.lower())
+                )
+                if other is not None:
+                    raise Failed(
+                        f"{name} is a directory account: its second factor is the directory's",
+                        BAD_INPUT,
+                    )
+                raise Failed(f"no local user {name!r}", BAD_INPUT)
+            if args.totp_command == "reset":
+                return user.username, None, await totp.reset(db, settings, user, ADMIN_CLI)
+            if user.totp_secret_enc is not None:
+                raise Failed(
+                    f"{user.username} already has a second factor; to replace it: "
+                    f"clinchat-admin totp reset {user.username}, then enrol",
+                    BAD_INPUT,
+                )
+            return user.username, await totp.enrol(db, settings, user, ADMIN_CLI), True
+
+    username, secret, had = _run(settings, work)
+    if secret is not None:
+        print(f"ok: second factor enrolled for {username}")
+        _print_enrolment(username, secret)
+    elif had:
+        print(f"ok: second factor of {username} removed; it signs in again once enrolled")
+    else:
+        print(f"ok: {username} had no second factor")
     return OK
 
 
@@ -156,8 +230,8 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
     return CHECK_FAILED if bad else OK
 
 
-def audit_verify(settings: Settings, _: argparse.Namespace) -> int:
-    from app.audit.chain import Verdict, verify
+def audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from app.audit.chain import verify
     from app.db import sessionmaker
 
     async def work() -> Verdict:
@@ -174,6 +248,54 @@ def audit_verify(settings: Settings, _: argparse.Namespace) -> int:
     print(
         f"ok: {verdict.checked} events, last id {verdict.last_id or '-'} hash {verdict.last_hash}"
     )
+    signed = "signatures checked" if verdict.signatures_checked else "signatures NOT checked"
+    if not verdict.checkpoints:
+        print(f"checkpoints: none ({signed}); no event is anchored outside this host")
+    else:
+        print(
+            f"checkpoints: {verdict.checkpoints} ({signed}), last id "
+            f"{verdict.last_checkpoint_id} at {verdict.last_checkpoint_ts}, "
+            f"{verdict.after_checkpoint} events after it"
+        )
+    late = checkpoint_late(verdict, settings, args.max_checkpoint_age)
+    if late:
+        # The newest checkpoints gone with the newest rows, or the worker stopped: only
+        # the collector's copies (syslog) tell which.
+        message = (
+            f"the last checkpoint is {late} old, the worker signs one every "
+            f"{settings.audit_checkpoint_interval_s} s: rows may have been removed from the "
+            "end, or the worker has stopped; compare with the checkpoints syslog received"
+        )
+        if args.max_checkpoint_age is not None:
+            raise Failed(message, CHECK_FAILED)
+        print(f"warning: {message}")
+    return OK
+
+
+def checkpoint_late(verdict: Verdict, settings: Settings, max_age_s: int | None) -> str:
+    """How late the last checkpoint is ("2:05:00"), or "" if it is not (or none is due).
+    Late: older than ``max_age_s``, by default two intervals and a minute."""
+    interval = settings.audit_checkpoint_interval_s
+    if not interval or not settings.vault_addr:
+        return ""
+    if not verdict.last_checkpoint_ts:
+        return "missing" if verdict.checked else ""
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(verdict.last_checkpoint_ts)
+    except ValueError:
+        return "unreadable"
+    allowed = timedelta(seconds=max_age_s if max_age_s is not None else 2 * interval + 60)
+    return str(age).split(".")[0] if age > allowed else ""
+
+
+def audit_checkpoint(settings: Settings, _: argparse.Namespace) -> int:
+    from app.audit.checkpoint import write_checkpoint
+
+    event = _run(settings, lambda: write_checkpoint(settings))
+    if event is None:
+        print("ok: a checkpoint less than half an interval old is the newest row; none written")
+    else:
+        print(f"ok: checkpoint {event.id} signs event {event.detail['covers_id'] or '-'}")
     return OK
 
 
@@ -287,7 +409,20 @@ def parser() -> argparse.ArgumentParser:
         help="a role; repeat for more",
     )  # fmt: skip
     user.add_argument("--password-file", help="read the password from FILE ('-': stdin)")
+    user.add_argument(
+        "--totp", action="store_true", help="enrol its second factor now (printed once)"
+    )
     user.set_defaults(run=create_user)
+
+    factor = commands.add_parser("totp", help="a local account's second factor (TOTP)")
+    factor_commands = factor.add_subparsers(dest="totp_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("enrol", "enrol: print the otpauth:// URI and the secret, once"),
+        ("reset", "remove it: the account cannot sign in until enrolled again"),
+    ):
+        one = factor_commands.add_parser(name, help=text)
+        one.add_argument("name", metavar="NAME")
+        one.set_defaults(run=totp_factor)
 
     files = commands.add_parser("ingest", help="add every supported file under DIR")
     files.add_argument("path", metavar="DIR")
@@ -296,7 +431,20 @@ def parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    audit_commands.add_parser("verify", help="verify the HMAC chain").set_defaults(run=audit_verify)
+    verify_parser = audit_commands.add_parser(
+        "verify", help="verify the HMAC chain and the signed checkpoints"
+    )
+    verify_parser.add_argument(
+        "--max-checkpoint-age",
+        type=int,
+        metavar="SECONDS",
+        help="fail (exit 1) when the last checkpoint is older than this (default: warn "
+        "past two intervals)",
+    )
+    verify_parser.set_defaults(run=audit_verify)
+    audit_commands.add_parser(
+        "checkpoint", help="sign a checkpoint of the chain now (Vault transit)"
+    ).set_defaults(run=audit_checkpoint)
 
     people = commands.add_parser("users", help="users: list, disable, enable, sign out, sync")
     people_commands = people.add_subparsers(dest="users_command", required=True, metavar="COMMAND")

@@ -62,6 +62,10 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # local users' second factor (app/auth/totp.py): the secret envelope-encrypted
+    # (AAD b"totp:" + id), and the last time step a code was accepted for (replay)
+    totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class DocumentStatus(StrEnum):

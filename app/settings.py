@@ -13,7 +13,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     vault_kv_mount: str = "clinchat"
     vault_kv_path: str = "app"
     vault_transit_key: str = "clinchat"
+    # Ed25519 transit key that signs the audit chain's checkpoints (app/audit/checkpoint.py)
+    vault_audit_key: str = "clinchat-audit"
     data_key_ttl_s: int = Field(300, ge=1, le=86400, description="a data key is reused so long")
     data_key_max_uses: int = Field(10000, ge=1)
 
@@ -157,11 +159,21 @@ class Settings(BaseSettings):
     lockout_window_s: int = Field(900, ge=60)
     lockout_duration_s: int = Field(900, ge=60)
     break_glass_max_minutes: int = Field(60, ge=5, le=24 * 60)
+    totp_required: bool = Field(
+        True, description="local accounts sign in with a TOTP code as well (app/auth/totp.py)"
+    )
 
     # -- PHI and audit ----------------------------------------------------------------------
     redact_prompts: bool = Field(False, description="policy: redact PHI before the model")
     audit_hmac_key: SecretStr = Field(SecretStr(""), description="secret: chains audit rows")
-    syslog_address: str = Field("", description="host:port (UDP, RFC 5424); empty: off")
+    audit_checkpoint_interval_s: int = Field(
+        300, ge=0, description="the worker signs a checkpoint this often (Vault); 0: off"
+    )
+    syslog_address: str = Field("", description="host:port of the collector; empty: off")
+    syslog_transport: Literal["tls", "udp"] = Field(
+        "udp", description="tls: RFC 5425 (deployments); udp: RFC 5426 (loopback, tests)"
+    )
+    syslog_ca_cert: str | None = Field(None, description="CA of the collector's certificate")
     disclaimer: str = (
         "ClinChat supports, and does not replace, clinical judgement. Check every answer "
         "against the cited source before acting on it."

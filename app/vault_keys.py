@@ -184,6 +184,44 @@ class VaultKeys:
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise KeysUnavailable("vault sent a malformed key") from exc
 
+    # -- signing the audit chain's checkpoints (app/audit/checkpoint.py) -------------------
+
+    def sign(self, data: bytes) -> str:
+        """Vault's signature of ``data`` by ``vault_audit_key`` (``vault:v<n>:...``): the
+        private key never leaves Vault, so nobody on the app host can sign."""
+        settings = self._settings
+        answer = self._call(
+            lambda client: client.secrets.transit.sign_data(
+                name=settings.vault_audit_key,
+                hash_input=base64.b64encode(data).decode(),
+                mount_point=settings.vault_transit_mount,
+            ),
+            "sign",
+            refused=KeysUnavailable,
+        )
+        try:
+            return str(answer["data"]["signature"])
+        except (KeyError, TypeError) as exc:
+            raise KeysUnavailable("vault sent a malformed signature") from exc
+
+    def public_keys(self) -> dict[int, bytes]:
+        """Every version of ``vault_audit_key``'s public key (raw Ed25519 bytes)."""
+        settings = self._settings
+        answer = self._call(
+            lambda client: client.secrets.transit.read_key(
+                name=settings.vault_audit_key, mount_point=settings.vault_transit_mount
+            ),
+            "read the audit key",
+            refused=KeysUnavailable,
+        )
+        try:
+            return {
+                int(version): base64.b64decode(entry["public_key"], validate=True)
+                for version, entry in answer["data"]["keys"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise KeysUnavailable("vault sent a malformed public key") from exc
+
     # -- the app's secrets in the KV store -------------------------------------------------
 
     def read_secrets(self) -> dict[str, str]:

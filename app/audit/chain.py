@@ -13,9 +13,14 @@ Once the transaction commits, the event also goes to syslog when one is configur
 
 ``verify`` walks the chain and reports the last event's id and hash: removing the
 newest rows leaves a shorter chain that still verifies, so an auditor compares that
-last id and hash with the ones syslog received (app/README.md, "Audit trail").
+last id and hash with the ones syslog received (app/README.md, "Audit trail"). It also
+checks the signed checkpoints among the rows (app/audit/checkpoint.py) and says how
+old the last one is and how many events follow it.
 """
 
+import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -25,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +41,7 @@ from app.models import AuditEvent
 from app.settings import Environment, Settings
 
 GENESIS = "0" * 64
-_LOCK_ID = 0x636C696E636861  # "clincha": the advisory lock of the chain
+CHAIN_LOCK_ID = 0x636C696E636861  # "clincha": the advisory lock of the chain
 # Development without a configured key gets a fixed, public one: the chain still
 # detects edits, but anyone could re-forge it. Production refuses to run without a key.
 _DEVELOPMENT_KEY = b"clinchat-development-audit-key"
@@ -103,7 +110,7 @@ async def record(
     """
     try:
         key = hmac_key(settings)
-        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": CHAIN_LOCK_ID})
         prev = await session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
         event = AuditEvent(
             ts=datetime.now(UTC),
@@ -131,6 +138,26 @@ async def record(
     return event
 
 
+CHECKPOINT = syslog.CHECKPOINT
+
+
+def checkpoint_message(covers_id: int | None, covers_hash: str, ts: str) -> bytes:
+    """The bytes Vault signs for a checkpoint: what it vouches for, and when."""
+    return f"clinchat-audit-checkpoint|{covers_id or 0}|{covers_hash}|{ts}".encode()
+
+
+def checkpoint_signed(keys: dict[int, bytes], detail: dict[str, Any]) -> bool:
+    """Whether a checkpoint's signature (``vault:v<n>:<base64>``) is the audit key's."""
+    try:
+        _, version, signature = str(detail["signature"]).split(":", 2)
+        public = keys[int(version.removeprefix("v"))]
+        data = checkpoint_message(detail["covers_id"], str(detail["covers_hash"]), detail["ts"])
+        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(signature), data)
+    except (KeyError, ValueError, TypeError, binascii.Error, InvalidSignature):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -140,15 +167,28 @@ class Verdict:
     # the last row whose link holds: the whole chain's end when ``ok``
     last_id: int | None = None
     last_hash: str = GENESIS
+    # signed checkpoints (app/audit/checkpoint.py); signatures unchecked without keys
+    checkpoints: int = 0
+    last_checkpoint_id: int | None = None
+    last_checkpoint_ts: str = ""
+    after_checkpoint: int = 0  # events after the last checkpoint (all, if there is none)
+    signatures_checked: bool = False
 
 
 class _Walk:
-    """Checks rows one at a time, so a long chain is never held in memory at once."""
+    """Checks rows one at a time, so a long chain is never held in memory at once.
 
-    def __init__(self, key: bytes) -> None:
-        self.key, self.prev, self.count = key, GENESIS, 0
+    ``keys``: the audit key's public keys by version; None leaves checkpoint
+    signatures unchecked (no Vault configured), their links are checked all the same.
+    """
+
+    def __init__(self, key: bytes, keys: dict[int, bytes] | None = None) -> None:
+        self.key, self.keys, self.prev, self.count = key, keys, GENESIS, 0
         self.last_id: int | None = None
         self.broken: Verdict | None = None
+        self.checkpoints, self.after = 0, 0
+        self.last_checkpoint_id: int | None = None
+        self.last_checkpoint_ts = ""
 
     def feed(self, row: AuditEvent) -> bool:
         """Check the next row; False once a link is broken (``broken`` says where)."""
@@ -158,27 +198,68 @@ class _Walk:
             reason = "prev_hash does not match the previous row"
         elif not hmac.compare_digest(row.hash, link(self.key, self.prev, row)):
             reason = "hash does not match the row's content"
+        elif row.action == CHECKPOINT:
+            reason = self._checkpoint(row)
         if reason:
-            self.broken = Verdict(False, self.count, row.id, reason, self.last_id, self.prev)
+            self.broken = self._verdict(False, row.id, reason)
             return False
         self.prev, self.last_id = row.hash, row.id
+        self.after = 0 if row.action == CHECKPOINT else self.after + 1
         return True
 
+    def _checkpoint(self, row: AuditEvent) -> str:
+        detail = row.detail or {}
+        if detail.get("covers_id") != self.last_id or detail.get("covers_hash") != self.prev:
+            return "checkpoint does not name the row before it"
+        if self.keys is not None and not checkpoint_signed(self.keys, detail):
+            return "checkpoint signature is not the audit key's"
+        self.checkpoints += 1
+        self.last_checkpoint_id, self.last_checkpoint_ts = row.id, str(detail.get("ts", ""))
+        return ""
+
+    def _verdict(self, ok: bool, broken_id: int | None = None, reason: str = "") -> Verdict:
+        return Verdict(
+            ok,
+            self.count,
+            broken_id,
+            reason,
+            self.last_id,
+            self.prev,
+            checkpoints=self.checkpoints,
+            last_checkpoint_id=self.last_checkpoint_id,
+            last_checkpoint_ts=self.last_checkpoint_ts,
+            after_checkpoint=self.after,
+            signatures_checked=self.keys is not None,
+        )
+
     def verdict(self) -> Verdict:
-        return self.broken or Verdict(True, self.count, last_id=self.last_id, last_hash=self.prev)
+        return self.broken or self._verdict(True)
 
 
-def verify_rows(key: bytes, rows: Iterable[AuditEvent]) -> Verdict:
-    walk = _Walk(key)
+def verify_rows(
+    key: bytes, rows: Iterable[AuditEvent], keys: dict[int, bytes] | None = None
+) -> Verdict:
+    walk = _Walk(key, keys)
     for row in rows:
         if not walk.feed(row):
             break
     return walk.verdict()
 
 
+def audit_public_keys(settings: Settings) -> dict[int, bytes] | None:
+    """The checkpoint key's public keys from Vault; None when no Vault is configured.
+    Raises KeysUnavailable when Vault is configured but cannot answer."""
+    if not settings.vault_addr:
+        return None
+    from app.vault_keys import VaultKeys
+
+    return VaultKeys(settings).public_keys()
+
+
 async def verify(session: AsyncSession, settings: Settings) -> Verdict:
-    """Walk the whole chain; name the first row whose link is broken."""
-    walk = _Walk(hmac_key(settings))
+    """Walk the whole chain; name the first row whose link or checkpoint is broken."""
+    keys = await asyncio.to_thread(audit_public_keys, settings)
+    walk = _Walk(hmac_key(settings), keys)
     result = await session.stream_scalars(
         select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)
     )

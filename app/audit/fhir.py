@@ -68,6 +68,8 @@ RULES: dict[str, tuple[Coding, Coding | None, str]] = {
     "break_glass.start": (SECURITY_ALERT, EMERGENCY_STARTED, "E"),
     "break_glass.end": (SECURITY_ALERT, EMERGENCY_STOPPED, "E"),
     "user.create": (SECURITY_ALERT, SECURITY_ATTRIBUTES, "C"),
+    "user.totp_enrol": (SECURITY_ALERT, SECURITY_ATTRIBUTES, "C"),
+    "user.totp_reset": (SECURITY_ALERT, SECURITY_ATTRIBUTES, "D"),
     "token.create": (SECURITY_ALERT, SECURITY_ATTRIBUTES, "C"),
     "token.revoke": (SECURITY_ALERT, SECURITY_ATTRIBUTES, "D"),
     # conversations and messages may hold patient information

@@ -1,4 +1,6 @@
-"""Audit events to a syslog collector: RFC 5424 over UDP, sent after they are committed.
+"""Audit events to a syslog collector: RFC 5424 over TLS (RFC 5425, the deployment's
+way: the collector's certificate checked against ``syslog_ca_cert`` and its name) or
+plain UDP (RFC 5426, loopback and tests), sent after they are committed.
 
 ``record`` (app/audit/chain.py) calls ``schedule``, which formats the event and keeps
 the line on the database session. An SQLAlchemy listener hands the session's lines
@@ -8,8 +10,11 @@ request never waits for the network: the thread resolves the address and sends, 
 a collector that cannot be reached costs one log line with the exception's type.
 
 A line carries ids, the action, the outcome and the chain's hashes: never detail, a
-reason or anything a user typed. The actor is the trail's: a staff username, or the
-PHI-redacted text of a failed sign-in with an unknown name (app/auth/service.py).
+reason or anything a user typed. A checkpoint's line also carries what it signs and
+Vault's signature (``covers_id``, ``checkpoint_ts``, ``signature``), so the collector's
+copy can be checked against the audit key's public key without the database. The
+actor is the trail's: a staff username, or the keyed hash of a failed sign-in's
+unknown name (app/auth/service.py).
 
     <110>1 2026-11-22T10:00:00.123456Z host clinchat 4242 conversation.read
     [clinchat@32473 id="17" hash="..." prev_hash="..." actor="clin1" outcome="success"
@@ -23,6 +28,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 from collections.abc import Sequence
 from datetime import UTC
@@ -34,6 +40,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.models import AuditEvent
 from app.settings import Settings
 
+CHECKPOINT = "audit.checkpoint"  # app/audit/chain.py's (which imports this module)
+
 log = logging.getLogger(__name__)
 
 APP_NAME = "clinchat"
@@ -43,6 +51,9 @@ FACILITY = 13  # "log audit" (RFC 5424, table 1)
 SEVERITY_WARNING, SEVERITY_NOTICE, SEVERITY_INFO = 4, 5, 6
 _PENDING = "clinchat_audit_syslog"  # key in Session.info
 _FLUSH_AT_EXIT_S = 2.0
+TIMEOUT_S = 5.0  # connecting and sending to a TLS collector
+# where lines go: (host:port, "udp" or "tls", the CA file that signs the collector's cert)
+Target = tuple[str, str, str | None]
 
 
 def escape_param(value: str) -> str:
@@ -81,6 +92,11 @@ def format_event(
         "entity_type": event.entity_type or "",
         "entity_id": event.entity_id or "",
     }
+    if event.action == CHECKPOINT:
+        detail = event.detail or {}
+        params["covers_id"] = str(detail.get("covers_id") or 0)
+        params["checkpoint_ts"] = str(detail.get("ts", ""))
+        params["signature"] = str(detail.get("signature", ""))
     data = "".join(f' {name}="{escape_param(value)}"' for name, value in params.items())
     message = f"{event.action} {event.outcome}"
     header = " ".join(
@@ -112,12 +128,12 @@ class _Sender:
     """A daemon thread that sends batches of lines; started per process, on first use."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, list[bytes]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Target, list[bytes]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
-    def submit(self, address: str, lines: list[bytes]) -> None:
+    def submit(self, target: Target, lines: list[bytes]) -> None:
         with self._lock:
             # a forked worker inherits the object but not the thread
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -125,7 +141,7 @@ class _Sender:
                 self._thread = threading.Thread(target=self._run, name="audit-syslog", daemon=True)
                 self._pid = os.getpid()
                 self._thread.start()
-            self._queue.put((address, lines))
+            self._queue.put((target, lines))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -142,18 +158,37 @@ class _Sender:
         thread.join(timeout_s)
 
 
-def send(address: str, lines: Sequence[bytes]) -> bool:
-    """Send ``lines`` as UDP datagrams; False (logged, no content) if it failed."""
+def send(target: Target, lines: Sequence[bytes]) -> bool:
+    """Send ``lines`` to the collector; False (logged, no content) if it failed."""
+    address, transport, ca_cert = target
     try:
         host, port = parse_address(address)
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-        with socket.socket(family, kind, proto) as sock:
-            for line in lines:
-                sock.sendto(line, sockaddr)
+        if transport == "tls":
+            _send_tls(host, port, ca_cert, lines)
+        else:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM
+            )[0]
+            with socket.socket(family, kind, proto) as sock:
+                for line in lines:
+                    sock.sendto(line, sockaddr)
         return True
     except (OSError, ValueError) as exc:
         log.warning("syslog: %d audit events not sent (%s)", len(lines), type(exc).__name__)
         return False
+
+
+def _send_tls(host: str, port: int, ca_cert: str | None, lines: Sequence[bytes]) -> None:
+    """RFC 5425: TLS over TCP, each message framed by its length ("octet counting").
+    The collector must show a certificate from ``ca_cert`` for ``host`` (ssl.SSLError,
+    an OSError, otherwise)."""
+    context = ssl.create_default_context(cafile=ca_cert or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection((host, port), timeout=TIMEOUT_S) as raw,
+        context.wrap_socket(raw, server_hostname=host) as sock,
+    ):
+        sock.sendall(b"".join(b"%d %s" % (len(line), line) for line in lines))
 
 
 _SENDER = _Sender()
@@ -172,7 +207,8 @@ def schedule(session: AsyncSession | Session, settings: Settings, event: AuditEv
     # the innermost transaction: a savepoint rolled back drops its events only
     transaction = sync.get_nested_transaction() or sync.get_transaction()
     pending = sync.info.setdefault(_PENDING, [])
-    pending.append((transaction, settings.syslog_address, format_event(event)))
+    target = (settings.syslog_address, settings.syslog_transport, settings.syslog_ca_cert)
+    pending.append((transaction, target, format_event(event)))
 
 
 def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
@@ -190,11 +226,11 @@ def _send_committed(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    batches: dict[str, list[bytes]] = {}
-    for _, address, line in pending:
-        batches.setdefault(address, []).append(line)
-    for address, lines in batches.items():
-        _SENDER.submit(address, lines)
+    batches: dict[Target, list[bytes]] = {}
+    for _, target, line in pending:
+        batches.setdefault(target, []).append(line)
+    for target, lines in batches.items():
+        _SENDER.submit(target, lines)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

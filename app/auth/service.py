@@ -1,9 +1,17 @@
 """Sign-in, sign-out and break-glass: the steps the JSON API and the login page share.
 
-Sign-in order: lockout check (Redis) -> a local account of that name (argon2id) ->
-else the directory (LDAP) -> roles -> the ``users`` row -> a new session. Every
-attempt is audited in the same transaction as the user row it touches; failures
-are committed before the error is raised, so a refused attempt is never lost.
+Sign-in order: lockout check, which counts the attempt (Redis) -> a local account
+of that name (argon2id) -> else the directory (LDAP) -> roles -> the ``users`` row ->
+disabled? -> a local account's second factor (TOTP, app/auth/totp.py) -> a new
+session. Every attempt is audited in the same transaction as the user row it
+touches; failures are committed before the error is raised, so a refused attempt is
+never lost.
+
+The second factor: a wrong or replayed code counts toward the lockout exactly as a
+wrong password does (the attempt was counted before either was checked); a missing
+code, or an account with no factor enrolled, takes the attempt off the count (the
+password was right, nothing was guessed) without resetting it, so leaving the code
+out cannot be used to clear the failures of guessed codes.
 """
 
 import dataclasses
@@ -20,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record
 from app.audit.chain import Actor, hmac_key
+from app.auth import totp
 from app.auth.ldap import DirectoryUser, authenticate_async, roles_for
 from app.auth.local import find_local_user, verify_password
 from app.auth.lockout import Locked, Lockout
@@ -36,6 +45,16 @@ log = logging.getLogger(__name__)
 SIGN_INS = Counter("clinchat_sign_ins_total", "Sign-in attempts by outcome", ["outcome"])
 
 WRONG_CREDENTIALS = "wrong username or password"
+SECOND_FACTOR_REQUIRED = "second factor required: enter the authentication code"
+WRONG_CODE = "wrong or already used authentication code"
+NOT_ENROLLED = (
+    "second factor not enrolled: an administrator enrols it with "
+    "'clinchat-admin totp enrol USERNAME'"
+)
+UNREADABLE_FACTOR = (
+    "the second factor cannot be read: an administrator enrols it again with "
+    "'clinchat-admin totp reset USERNAME' then 'clinchat-admin totp enrol USERNAME'"
+)
 
 
 class SignInError(Exception):
@@ -114,6 +133,49 @@ async def _upsert_directory_user(
     return user
 
 
+async def _second_factor(
+    db: AsyncSession,
+    settings: Settings,
+    lockout: Lockout,
+    user: User,
+    actor: Actor,
+    attempt: tuple[str, str],
+    code: str | None,
+) -> None:
+    """A local account's TOTP code (the password was right); raises SignInError if refused.
+
+    ``attempt`` is the (username, address) the lockout counted. The code is never logged.
+    """
+    if not settings.totp_required and user.totp_secret_enc is None:
+        return  # an enrolled factor is checked whatever the setting says
+    refusal: tuple[str, str] | None = None
+    if user.totp_secret_enc is None:
+        refusal = ("totp_not_enrolled", NOT_ENROLLED)
+    elif not code:
+        refusal = ("totp_required", SECOND_FACTOR_REQUIRED)
+    else:
+        try:
+            outcome = await totp.check(db, settings, user, code)
+        except totp.Unreadable:
+            refusal = ("totp_unreadable", UNREADABLE_FACTOR)
+        except DependencyUnavailable:
+            await lockout.abandoned(*attempt)  # the code could not be checked
+            await _audit_refusal(db, settings, actor, "vault_unavailable")
+            raise
+        else:
+            if outcome == "ok":
+                return
+            lock = await lockout.failed(*attempt)  # counted by begin(), like a password
+            reason = "totp_replayed" if outcome == "replayed" else "bad_totp"
+            await _audit_refusal(db, settings, actor, reason, lock)
+            raise SignInError(401, WRONG_CODE)
+    # nothing was guessed: the attempt leaves the count (which is not reset)
+    assert refusal is not None
+    await lockout.abandoned(*attempt)
+    await _audit_refusal(db, settings, actor, refusal[0])
+    raise SignInError(401, refusal[1])
+
+
 async def sign_in(
     db: AsyncSession,
     settings: Settings,
@@ -121,8 +183,10 @@ async def sign_in(
     password: str,
     source_ip: str = "",
     previous_token: str | None = None,
+    totp_code: str | None = None,
 ) -> SignedIn:
-    """Check the credentials and open a session; raises SignInError or DependencyUnavailable."""
+    """Check the credentials (and a local account's TOTP code) and open a session;
+    raises SignInError or DependencyUnavailable."""
     username = username.strip()
     redis = redis_for(settings)
     lockout = Lockout(redis, settings)
@@ -143,7 +207,6 @@ async def sign_in(
         known = True
         if await verify_password(local, password):
             user = local
-            user.last_login_at = datetime.now(UTC)
     else:
         # Every attempt spends one argon2 verification, local account or not, so the
         # response time does not tell whether a local account of that name exists.
@@ -174,6 +237,10 @@ async def sign_in(
     if user.disabled:
         await _audit_refusal(db, settings, actor, "disabled")
         raise SignInError(403, "this account is disabled")
+    if user.source == "local":
+        attempt = (username, source_ip)
+        await _second_factor(db, settings, lockout, user, actor, attempt, totp_code)
+        user.last_login_at = datetime.now(UTC)
     await lockout.succeeded(username, source_ip)
     await record(
         db,

@@ -418,11 +418,17 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from app.audit.checkpoint import run_checkpoints
         from app.auth.lifecycle import run_directory_sync
 
         try:
-            # Leavers are disabled by the worker too: it already runs on every app host.
-            await asyncio.gather(run_worker(settings, stop), run_directory_sync(settings, stop))
+            # Leavers are disabled and the audit chain checkpointed by the worker too: it
+            # already runs on every app host.
+            await asyncio.gather(
+                run_worker(settings, stop),
+                run_directory_sync(settings, stop),
+                run_checkpoints(settings, stop),
+            )
         finally:
             from app import db, redis_client
 

@@ -40,9 +40,20 @@ class LoginRequest(BaseModel):
     # no control characters: PostgreSQL refuses NUL, and no real username has one
     username: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=1024)
+    totp: str | None = Field(
+        None,
+        pattern=r"^[0-9]{6}$",
+        description="the 6-digit authentication code (TOTP) of a local account; "
+        "directory accounts leave it out",
+    )
 
     model_config = {
-        "json_schema_extra": {"examples": [{"username": "clin1", "password": "synthetic-pass"}]}
+        "json_schema_extra": {
+            "examples": [
+                {"username": "clin1", "password": "synthetic-pass"},
+                {"username": "breakglass1", "password": "synthetic-pass", "totp": "287082"},
+            ]
+        }
     }
 
 
@@ -121,7 +132,11 @@ def _unauthorized_error(error: service.SignInError) -> HTTPException:
 async def login(
     body: LoginRequest, request: Request, response: Response, db: DbSession, settings: SettingsDep
 ) -> Me:
-    """Sign in with a directory or local account; sets the session cookie."""
+    """Sign in with a directory or local account; sets the session cookie.
+
+    A local account also sends ``totp``, the code of its authenticator app: without
+    it 401 "second factor required" (not counted toward the lockout); a wrong or
+    already used code is 401 and counts like a wrong password."""
     try:
         signed = await service.sign_in(
             db,
@@ -130,6 +145,7 @@ async def login(
             body.password,
             client_ip(request),
             session_token(request, settings),
+            totp_code=body.totp,
         )
     except service.SignInError as error:
         raise _unauthorized_error(error) from None

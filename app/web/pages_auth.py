@@ -103,6 +103,7 @@ async def login_submit(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2048)] = "/",  # noqa: A002
     login_csrf: Annotated[str, Form(max_length=128)] = "",
+    totp: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not cookie or not login_csrf or not hmac.compare_digest(cookie, login_csrf):
@@ -117,9 +118,25 @@ async def login_submit(
         return login_page(
             request, settings, status.HTTP_400_BAD_REQUEST, next, "Enter a username and password."
         )
+    code = "".join(totp.split())  # "123 456" as some apps show it
+    if code and not (len(code) == 6 and code.isascii() and code.isdigit()):
+        return login_page(
+            request,
+            settings,
+            status.HTTP_400_BAD_REQUEST,
+            next,
+            "The authentication code has 6 digits.",
+            username,
+        )
     try:
         signed = await service.sign_in(
-            db, settings, username, password, client_ip(request), session_token(request, settings)
+            db,
+            settings,
+            username,
+            password,
+            client_ip(request),
+            session_token(request, settings),
+            totp_code=code or None,
         )
     except service.SignInError as error:
         page = login_page(request, settings, error.status_code, next, error.message, username)

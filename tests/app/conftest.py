@@ -10,13 +10,16 @@ Tests get:
 - ``client``: an anonymous TestClient;
 - ``login(*roles)``: a TestClient signed in as a new user holding ``roles``
   (its CSRF token is sent on every request as X-CSRF-Token);
-- ``users``: creates users directly in the database.
+- ``users``: creates users directly in the database; a local one (with a password)
+  has its second factor enrolled, and ``totp_code(username)`` gives a code it may
+  sign in with now.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,6 +115,48 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app.dependency_overrides.clear()
 
 
+# username -> (conninfo, TOTP secret) of the local users ``users`` enrolled
+_ENROLLED: dict[str, tuple[str, bytes]] = {}
+
+
+def enrol_totp(settings: Settings, user_id: uuid.UUID, username: str) -> bytes:
+    """Enrol a local user's second factor as the app does (the secret envelope-encrypted,
+    bound to the user id); returns the secret."""
+    import secrets
+
+    import psycopg
+
+    from app.auth import totp
+    from app.crypto import cipher_for
+    from app.db import conninfo
+
+    secret = secrets.token_bytes(totp.SECRET_BYTES)
+    blob = cipher_for(settings).encrypt(secret, totp.aad(user_id))
+    with psycopg.connect(conninfo(settings)) as conn:
+        conn.execute(
+            "UPDATE users SET totp_secret_enc = %s, totp_last_step = NULL WHERE id = %s",
+            (blob, user_id),
+        )
+    _ENROLLED[username] = (conninfo(settings), secret)
+    return secret
+
+
+def totp_code(username: str) -> str:
+    """A code the app accepts now for a local user ``users`` enrolled.
+
+    For tests about something else that sign the same account in several times within
+    one 30 s step: the replay marker is cleared first (test_totp.py tests replay).
+    """
+    import psycopg
+
+    from app.auth import totp
+
+    info, secret = _ENROLLED[username]
+    with psycopg.connect(info) as conn:
+        conn.execute("UPDATE users SET totp_last_step = NULL WHERE username = %s", (username,))
+    return totp.totp(secret, time.time())
+
+
 def run(coro):  # noqa: ANN001, ANN201
     """Run a coroutine from a sync test (outside the app's event loop)."""
     import asyncio
@@ -121,9 +166,13 @@ def run(coro):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def users(settings: Settings) -> Callable[..., uuid.UUID]:
-    """``users(username, roles, password=None)`` creates a user row and returns its id."""
+    """``users(username, roles, password=None, totp=True)`` creates a user row and returns
+    its id. With a password it is a local account, its second factor enrolled unless
+    ``totp`` is False (``totp_code(username)``: a code for it)."""
 
-    def create(username: str, roles: list[str], password: str | None = None) -> uuid.UUID:
+    def create(
+        username: str, roles: list[str], password: str | None = None, totp: bool = True
+    ) -> uuid.UUID:
         import psycopg
         from argon2 import PasswordHasher
 
@@ -138,6 +187,8 @@ def users(settings: Settings) -> Callable[..., uuid.UUID]:
                 (user_id, username, f"Test {username}", "local" if password else "ldap",
                  hashed, roles),
             )  # fmt: skip
+        if password and totp:
+            enrol_totp(settings, user_id, username)
         return user_id
 
     return create

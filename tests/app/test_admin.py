@@ -8,6 +8,7 @@ edit), and each tamper is undone, so the order of the tests does not matter.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -111,7 +112,8 @@ def verified(settings: Settings) -> tuple[int, int, str]:
     """``audit verify`` that passes: (events, last id, last hash)."""
     result = admin(settings, "audit", "verify")
     assert result.returncode == 0, result.stderr
-    match = re.fullmatch(r"ok: (\d+) events, last id (\d+) hash ([0-9a-f]{64})\n", result.stdout)
+    first = result.stdout.splitlines()[0]
+    match = re.fullmatch(r"ok: (\d+) events, last id (\d+) hash ([0-9a-f]{64})", first)
     assert match, result.stdout
     return int(match[1]), int(match[2]), match[3]
 
@@ -150,15 +152,24 @@ def test_create_user_then_sign_in(settings: Settings, client: TestClient, tmp_pa
     password_file.write_text("correct horse synthetic staple\n")
     result = admin(
         settings, "create-user", username, "--role", "admin", "--role", "auditor",
-        "--password-file", str(password_file),
+        "--password-file", str(password_file), "--totp",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"ok: local user {username} (admin, auditor) ")
     assert "correct horse" not in result.stdout + result.stderr
+    # --totp: the second factor enrolled at creation, its secret printed once
+    secret = re.search(r"^secret: ([A-Z2-7]{32})$", result.stdout, re.MULTILINE)
+    assert secret, result.stdout
+    assert f"otpauth://totp/ClinChat:{username}?secret={secret[1]}&issuer=ClinChat" in (
+        result.stdout
+    )
+    from app.auth.totp import totp
+
+    code = totp(base64.b32decode(secret[1]), time.time())
 
     response = client.post(
         "/api/v1/auth/login",
-        json={"username": username, "password": "correct horse synthetic staple"},
+        json={"username": username, "password": "correct horse synthetic staple", "totp": code},
     )
     assert response.status_code == 200, response.text
     assert response.json()["roles"] == ["admin", "auditor"]
@@ -340,6 +351,27 @@ def test_audit_verify_reports_the_end_of_the_chain(
         " FROM audit_events",
     )
     assert (count, last_id, last_hash) == (db_count, db_last, db_hash)
+
+
+def test_audit_checkpoint_then_verify_reports_it_and_its_age(
+    settings: Settings, some_events: list[int]
+) -> None:
+    """The checkpoint's line says what is anchored; --max-checkpoint-age turns a late
+    checkpoint (the newest rows removed, or the worker stopped) into a failure."""
+    signed = admin(settings, "audit", "checkpoint", AUDIT_CHECKPOINT_INTERVAL_S="2")
+    assert signed.returncode == 0, signed.stderr
+    assert re.fullmatch(r"ok: checkpoint (\d+) signs event (\d+)\n", signed.stdout)
+    result = admin(settings, "audit", "verify", AUDIT_CHECKPOINT_INTERVAL_S="2")
+    assert result.returncode == 0, result.stderr
+    checkpoints = result.stdout.splitlines()[1]
+    assert re.fullmatch(
+        r"checkpoints: \d+ \(signatures checked\), last id \d+ at \S+, 0 events after it",
+        checkpoints,
+    ), result.stdout
+    time.sleep(1.5)
+    late = admin(settings, "audit", "verify", "--max-checkpoint-age", "1")
+    assert late.returncode == 1
+    assert "rows may have been removed from the end" in one_line_error(late)
 
 
 def test_audit_verify_names_a_changed_row(

@@ -12,6 +12,8 @@ import asyncio
 import json
 import re
 import socket
+import ssl
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from app.db import conninfo, dispose_all, sessionmaker
 from app.models import Role
 from app.settings import Settings
 from tests.app.data.kbdb import isolated_settings
+from tests.services import pki as test_pki
 from tests.services.postgres import PrivatePostgres
 
 API = "/api/v1/audit"
@@ -422,6 +425,127 @@ def test_rolled_back_events_are_never_sent(settings: Settings, collector: socket
     [line] = received(collector)
     assert parse(line)["msgid"] == "auth.login"
     assert [r["action"] for r in db_rows(settings, "actor = %s", who)] == ["auth.login"]
+
+
+class TlsCollector:
+    """A syslog collector over TLS (RFC 5425) on loopback: it shows ``pki``'s server
+    certificate and splits what it reads by the octet-counting frames."""
+
+    def __init__(self, pki: test_pki.TestPki) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.lines: list[str] = []
+        self.handshake_failures = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    data = b""
+                    while chunk := conn.recv(65536):
+                        data += chunk
+            except (ssl.SSLError, OSError):
+                self.handshake_failures += 1
+                continue
+            while data:
+                length, _, rest = data.partition(b" ")
+                self.lines.append(rest[: int(length)].decode())
+                data = rest[int(length) :]
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def tls_collector(pki: test_pki.TestPki) -> Iterator[TlsCollector]:
+    collector = TlsCollector(pki)
+    yield collector
+    collector.close()
+
+
+def test_events_and_signed_checkpoints_go_to_syslog_over_tls(
+    settings: Settings, tls_collector: TlsCollector, pki: test_pki.TestPki
+) -> None:
+    """RFC 5425 with the collector's certificate checked: what the deployment sends.
+    The checkpoint's line alone is enough to check Vault's signature, off the host."""
+    from app.audit.chain import audit_public_keys, checkpoint_signed
+    from app.audit.checkpoint import write_checkpoint
+
+    settings = settings.model_copy(
+        update={
+            "syslog_address": tls_collector.address,
+            "syslog_transport": "tls",
+            "syslog_ca_cert": str(pki.ca_cert),
+            "audit_checkpoint_interval_s": 1,
+        }
+    )
+    who = unique()
+    ids = write(settings, {"action": "auth.login", "actor": Actor(who)})
+
+    async def checkpoint() -> Any:
+        try:
+            return await write_checkpoint(settings)
+        finally:
+            await dispose_all()
+
+    event = asyncio.run(checkpoint())
+    syslog.flush()
+    for _ in range(50):
+        if len(tls_collector.lines) >= 2:
+            break
+        threading.Event().wait(0.1)
+    login, signed = (parse(line) for line in tls_collector.lines)
+    assert login["params"]["id"] == str(ids[0]) and login["params"]["actor"] == who
+    params = signed["params"]
+    assert signed["msgid"] == "audit.checkpoint" and params["id"] == str(event.id)
+    detail = {"covers_id": int(params["covers_id"]), "covers_hash": params["prev_hash"],
+              "ts": params["checkpoint_ts"], "signature": params["signature"]}  # fmt: skip
+    keys = audit_public_keys(settings)
+    assert keys and checkpoint_signed(keys, detail)
+    assert not checkpoint_signed(keys, {**detail, "covers_id": detail["covers_id"] - 1})
+
+
+def test_a_collector_with_a_certificate_of_another_ca_gets_nothing(
+    settings: Settings,
+    pki: test_pki.TestPki,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same collector, with a certificate the configured CA did not sign: the
+    handshake fails and not one line is sent (nor is the write refused)."""
+    stranger = TlsCollector(test_pki.make_pki(tmp_path_factory.mktemp("other-ca")))
+    try:
+        settings = settings.model_copy(
+            update={"syslog_address": stranger.address, "syslog_transport": "tls",
+                    "syslog_ca_cert": str(pki.ca_cert)}
+        )  # fmt: skip
+        ids = write(settings, {"action": "auth.logout", "actor": Actor(unique())})
+        syslog.flush()
+        assert db_rows(settings, "id = %s", ids[0])
+        for _ in range(50):
+            if stranger.handshake_failures:
+                break
+            threading.Event().wait(0.1)
+        assert stranger.handshake_failures == 1 and stranger.lines == []
+    finally:
+        stranger.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.audit.syslog"]
+    assert warnings == ["syslog: 1 audit events not sent (SSLCertVerificationError)"]
 
 
 def test_an_unreachable_collector_never_fails_the_write(

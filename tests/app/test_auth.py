@@ -29,6 +29,7 @@ from app.auth.sessions import COOKIE, SECURE_COOKIE, _key
 from app.db import conninfo
 from app.settings import Settings, get_settings
 from app.web.pages_auth import LOGIN_COOKIE
+from tests.app.conftest import _ENROLLED, enrol_totp, totp_code
 
 PASSWORD = "synthetic-Passw0rd-for-tests"
 
@@ -60,9 +61,17 @@ def anon(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+def credentials(username: str, password: str = PASSWORD) -> dict[str, str]:
+    """The login body; with a code of the second factor when the test enrolled one."""
+    body = {"username": username, "password": password}
+    if username in _ENROLLED:
+        body["totp"] = totp_code(username)
+    return body
+
+
 def sign_in(client: TestClient, username: str, password: str) -> dict[str, Any]:
     """Sign in through the API; the client then sends the session's CSRF token."""
-    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    response = client.post("/api/v1/auth/login", json=credentials(username, password))
     assert response.status_code == 200, response.text
     body = response.json()
     client.headers["X-CSRF-Token"] = body["csrf_token"]
@@ -276,6 +285,7 @@ def test_local_break_glass_admin_with_argon2(anon: TestClient, settings: Setting
     from app.auth.local import PasswordPolicyError, create_local_user
 
     name = f"breakglass-{uuid.uuid4().hex[:6]}"
+    created: list[uuid.UUID] = []
 
     async def create() -> None:
         engine = create_async_engine(
@@ -291,6 +301,7 @@ def test_local_break_glass_admin_with_argon2(anon: TestClient, settings: Setting
                 user = await create_local_user(
                     session, name, PASSWORD, ["admin"], settings=settings
                 )
+                created.append(user.id)
                 assert user.source == "local" and user.roles == ["admin"]
                 assert user.password_hash and user.password_hash.startswith("$argon2id$")
                 with pytest.raises(PasswordPolicyError, match="taken"):
@@ -300,8 +311,9 @@ def test_local_break_glass_admin_with_argon2(anon: TestClient, settings: Setting
 
     since = last_audit_id(settings)
     asyncio.run(create())
-    [created] = audit_rows(settings, "user.create", since)
-    assert created["detail"] == {"source": "local", "roles": ["admin"]}
+    [created_event] = audit_rows(settings, "user.create", since)
+    assert created_event["detail"] == {"source": "local", "roles": ["admin"]}
+    enrol_totp(settings, created[0], name)
 
     bad = anon.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD + "x"})
     assert bad.status_code == 401
@@ -343,9 +355,7 @@ def test_cookie_flags(settings: Settings, users: Callable[..., uuid.UUID]) -> No
     name = local_user(users, "clinician")
     for secure in (False, True):
         with app_client(settings.model_copy(update={"cookie_secure": secure})) as client:
-            response = client.post(
-                "/api/v1/auth/login", json={"username": name, "password": PASSWORD}
-            )
+            response = client.post("/api/v1/auth/login", json=credentials(name))
         assert response.status_code == 200
         cookie = set_cookie_header(response).lower()
         attributes = {part.strip().split("=")[0] for part in cookie.split(";")[1:]}
@@ -446,9 +456,7 @@ def test_lockout_after_five_failures_even_with_the_right_password(
     with app_client(short) as client:
 
         def attempt(password: str) -> int:
-            response = client.post(
-                "/api/v1/auth/login", json={"username": name, "password": password}
-            )
+            response = client.post("/api/v1/auth/login", json=credentials(name, password))
             return response.status_code
 
         # A success resets the count: 4 failures, success, 4 failures is no lockout.
@@ -462,12 +470,7 @@ def test_lockout_after_five_failures_even_with_the_right_password(
         assert int(locked.headers["Retry-After"]) >= 1
         # the lock is per username: the same address may still sign in as someone else
         other = local_user(users, "clinician")
-        assert (
-            client.post(
-                "/api/v1/auth/login", json={"username": other, "password": PASSWORD}
-            ).status_code
-            == 200
-        )
+        assert client.post("/api/v1/auth/login", json=credentials(other)).status_code == 200
         time.sleep(2.2)
         assert attempt(PASSWORD) == 200
     [lock_event] = audit_rows(settings, "auth.lockout", since)
@@ -555,7 +558,7 @@ def test_failures_from_one_address_are_throttled(
         blocked = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
         assert blocked.status_code == 429 and "address" in blocked.json()["detail"]
         client.headers["X-Real-IP"] = new_ip()
-        ok = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+        ok = client.post("/api/v1/auth/login", json=credentials(name))
         assert ok.status_code == 200
 
 
@@ -763,8 +766,11 @@ def test_login_page_signs_in_and_redirects_back(
     assert "<script>" not in page.text and " style=" not in page.text
     login_csrf = anon.cookies[LOGIN_COOKIE]
     assert f'value="{login_csrf}"' in page.text and 'value="/break-glass"' in page.text
+    # the second factor's field, optional (directory users leave it empty)
+    assert 'name="totp"' in page.text and 'autocomplete="one-time-code"' in page.text
+    assert 'inputmode="numeric"' in page.text
 
-    form = {"username": name, "password": PASSWORD, "next": "/break-glass"}
+    form = {"username": name, "password": PASSWORD, "next": "/break-glass", "totp": ""}
     refused = anon.post("/login", data=form, follow_redirects=False)  # no login token
     assert refused.status_code == 403
     bad = anon.post(
@@ -772,7 +778,10 @@ def test_login_page_signs_in_and_redirects_back(
         follow_redirects=False,
     )  # fmt: skip
     assert bad.status_code == 401 and "wrong username or password" in bad.text
-    response = anon.post("/login", data={**form, "login_csrf": login_csrf}, follow_redirects=False)
+    response = anon.post(
+        "/login", data={**form, "login_csrf": login_csrf, "totp": totp_code(name)},
+        follow_redirects=False,
+    )  # fmt: skip
     assert response.status_code == 303 and response.headers["location"] == "/break-glass"
     assert COOKIE in anon.cookies
     page = anon.get("/break-glass")
@@ -787,6 +796,7 @@ def test_login_form_refuses_an_open_redirect(
     form = {
         "username": name,
         "password": PASSWORD,
+        "totp": totp_code(name),
         "next": "//evil.example/",
         "login_csrf": anon.cookies[LOGIN_COOKIE],
     }
@@ -883,7 +893,7 @@ def test_over_https_the_session_cookie_is_host_prefixed_and_the_plain_name_ignor
     monkeypatch.setattr(settings, "cookie_secure", True)
     name = local_user(users, "clinician")
     with app_client(settings) as client:
-        response = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+        response = client.post("/api/v1/auth/login", json=credentials(name))
         assert response.status_code == 200, response.text
         headers = [v for k, v in response.headers.multi_items() if k.lower() == "set-cookie"]
         session = [h for h in headers if h.startswith(f"{SECURE_COOKIE}=")]

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from app.kb import worker
 from app.models import Role
 from app.settings import Settings
+from tests.app.conftest import totp_code
 from tests.app.test_documents import API, unique, upload
 from tests.services.redis import PrivateRedis
 
@@ -49,8 +50,15 @@ def test_sign_in_lockout_session_and_sign_out_under_the_role_acl(
                     "/api/v1/auth/login", json={"username": name, "password": "wrong-password"}
                 )
                 assert wrong.status_code == 401, wrong.text
+            # a local account: a wrong code counts like a wrong password, then the right one
+            bad_code = client.post(
+                "/api/v1/auth/login",
+                json={"username": name, "password": password, "totp": "000000"},
+            )
+            assert bad_code.status_code == 401, bad_code.text
             signed = client.post(
-                "/api/v1/auth/login", json={"username": name, "password": password}
+                "/api/v1/auth/login",
+                json={"username": name, "password": password, "totp": totp_code(name)},
             )
             assert signed.status_code == 200, signed.text
             assert client.get("/api/v1/auth/me").json()["username"] == name
@@ -118,7 +126,8 @@ def test_rate_limits_under_the_role_acl(
     try:
         with TestClient(app) as client:
             signed = client.post(
-                "/api/v1/auth/login", json={"username": name, "password": password}
+                "/api/v1/auth/login",
+                json={"username": name, "password": password, "totp": totp_code(name)},
             )
             assert signed.status_code == 200, signed.text
             client.headers["X-CSRF-Token"] = signed.json()["csrf_token"]

@@ -8,7 +8,8 @@ people of the appliance each do their job through the pages only:
 - a knowledge-base admin signs in and uploads a guideline, and watches it get ready;
 - a clinician asks about it and reads a streamed answer whose citation opens the
   cited passage; a page left idle leaves the screen when the session times out;
-- an auditor finds those events in the audit trail and verifies the chain.
+- an auditor finds those events in the audit trail and verifies the chain;
+- a local (break-glass) account signs in with its authentication code.
 
 No page may log a console error: a Content-Security-Policy violation (an inline
 script or style) would show up there.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.kb.worker import run_worker
 from app.settings import Settings
+from tests.app.conftest import enrol_totp
 from tests.app.data.kbdb import isolated_settings
 from tests.app.live import live_app
 from tests.app.test_chat import COVERED, GUIDELINE, use
@@ -215,4 +219,43 @@ def test_auditor_finds_the_events_and_verifies_the_chain(
     browser.find_element(By.CSS_SELECTOR, "form[action='/audit/verify'] button").click()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".verdict")))
     assert "intact" in browser.find_element(By.CSS_SELECTOR, ".verdict").text.lower()
+    assert console_errors(browser) == []
+
+
+def test_a_local_account_signs_in_with_its_authentication_code(
+    browser: WebDriver, live: str, ui_settings: Settings
+) -> None:
+    import psycopg
+    from argon2 import PasswordHasher
+
+    from app.auth.totp import totp
+    from app.db import conninfo
+
+    name, password, user_id = f"bg-{uuid.uuid4().hex[:8]}", "synthetic-Passw0rd-ui", uuid.uuid4()
+    with psycopg.connect(conninfo(ui_settings)) as conn:
+        conn.execute(
+            "INSERT INTO users (id, username, display_name, source, password_hash, roles,"
+            " disabled) VALUES (%s, %s, %s, 'local', %s, %s, false)",
+            (user_id, name, name, PasswordHasher().hash(password), ["admin"]),
+        )
+    secret = enrol_totp(ui_settings, user_id, name)
+    browser.delete_all_cookies()
+    browser.get(f"{live}/login")
+    field = browser.find_element(By.ID, "totp")
+    assert field.get_attribute("autocomplete") == "one-time-code"
+    assert field.get_attribute("inputmode") == "numeric"
+    submit = "form[action='/login'] button[type=submit]"
+    # the password alone: the page asks for the code
+    browser.find_element(By.ID, "username").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, submit).click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
+    assert "second factor required" in browser.find_element(By.CSS_SELECTOR, "p.error").text
+    # the refusal's own 401 is the only console entry (reading the log empties it)
+    assert all("status of 401" in e for e in console_errors(browser))
+    # the name is kept; the password and the code from the authenticator app
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.ID, "totp").send_keys(totp(secret, time.time()))
+    browser.find_element(By.CSS_SELECTOR, submit).click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.signout")))
     assert console_errors(browser) == []

@@ -2,8 +2,12 @@
 stopped for real on its host, what clinicians and operators then see, and
 that nothing is lost when it comes back."""
 
+import base64
+import hashlib
+import hmac
 import json
 import secrets
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +31,14 @@ from tests.e2e.lab_client import (
     sign_in,
     ssh,
 )
+
+
+def totp_now(secret_b32: str) -> str:
+    """The 6-digit RFC 6238 code of a base32 secret now (HMAC-SHA1, 30 s)."""
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return f"{(struct.unpack('>I', mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 10**6:06d}"
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 60) -> bool:
@@ -85,10 +97,14 @@ def test_the_directory_down_lets_break_glass_accounts_in_and_is_audited(
     password = secrets.token_urlsafe(24)
     out = ssh(
         APP_HOST,
-        f"clinchat-admin create-user {username} --role clinician --password-file -",
+        f"clinchat-admin create-user {username} --role clinician --password-file - --totp",
         stdin=password,
     )
     assert username in out, out
+    # a local account signs in with its second factor: the secret is printed once
+    [secret] = [
+        line.removeprefix("secret: ") for line in out.splitlines() if line.startswith("secret: ")
+    ]
     with stopped(DIR_HOST, "slapd"):
         with browser() as client:
             directory = client.post(
@@ -98,7 +114,8 @@ def test_the_directory_down_lets_break_glass_accounts_in_and_is_audited(
             assert directory.status_code == 503, directory.text
             assert directory.json()["down"] == ["ldap"]
             local = client.post(
-                "/api/v1/auth/login", json={"username": username, "password": password}
+                "/api/v1/auth/login",
+                json={"username": username, "password": password, "totp": totp_now(secret)},
             )
             assert local.status_code == 200, local.text
             assert local.json()["roles"] == ["clinician"]

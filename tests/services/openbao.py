@@ -11,7 +11,8 @@ temporary directory and a file audit device declared in its configuration.
 It listens on 127.0.0.1 with TLS from the test PKI, is initialised with one
 key share and unsealed, then given:
 
-- the ``transit`` engine at ``transit/`` with an aes256-gcm96 key ``clinchat``;
+- the ``transit`` engine at ``transit/`` with an aes256-gcm96 key ``clinchat`` and
+  an Ed25519 key ``clinchat-audit`` (the audit chain's checkpoints);
 - a KV v2 engine at ``clinchat/`` for the app's secrets (``put_app_secrets``);
 - AppRole with the role ``clinchat-app``, whose policy allows only encrypt,
   decrypt and data keys with that key and reading ``clinchat/data/app`` (and the
@@ -37,12 +38,15 @@ from tests.services.process import ServerProcess
 
 ROLE = "clinchat-app"
 TRANSIT_KEY = "clinchat"
+AUDIT_KEY = "clinchat-audit"  # Ed25519: signs the audit chain's checkpoints
 KV_MOUNT = "clinchat"
 APP_POLICY = f"""
 path "transit/encrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/decrypt/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/datakey/plaintext/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
 path "transit/datakey/wrapped/{TRANSIT_KEY}" {{ capabilities = ["update"] }}
+path "transit/sign/{AUDIT_KEY}" {{ capabilities = ["update"] }}
+path "transit/keys/{AUDIT_KEY}" {{ capabilities = ["read"] }}
 path "{KV_MOUNT}/data/app" {{ capabilities = ["read"] }}
 """
 
@@ -199,6 +203,7 @@ audit "file" "file" {{
         with self.client(self.root_token) as api:
             _ok(api.post("/sys/mounts/transit", json={"type": "transit"}))
             _ok(api.post(f"/transit/keys/{TRANSIT_KEY}", json={"type": "aes256-gcm96"}))
+            _ok(api.post(f"/transit/keys/{AUDIT_KEY}", json={"type": "ed25519"}))
             _ok(
                 api.post(
                     f"/sys/mounts/{KV_MOUNT}", json={"type": "kv", "options": {"version": "2"}}

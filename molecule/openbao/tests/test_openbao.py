@@ -86,6 +86,14 @@ out["datakey"], answer = call("POST", "transit/datakey/plaintext/clinchat", toke
 out["datakey_has_plaintext"] = bool(answer.get("data", {}).get("plaintext"))
 ciphertext = answer.get("data", {}).get("ciphertext", "")
 out["decrypt"], answer = call("POST", "transit/decrypt/clinchat", token, {"ciphertext": ciphertext})
+out["sign"], answer = call("POST", "transit/sign/clinchat-audit", token, {"input": "aGk="})
+out["signature"] = answer.get("data", {}).get("signature", "")
+out["audit_key"], answer = call("GET", "transit/keys/clinchat-audit", token)
+out["audit_key_type"] = answer.get("data", {}).get("type")
+out["audit_key_exportable"] = answer.get("data", {}).get("exportable")
+out["export"], _ = call("GET", "transit/export/signing-key/clinchat-audit", token)
+out["audit_key_config"], _ = call("POST", "transit/keys/clinchat-audit/config", token,
+                                  {"exportable": True})
 out["kv_app"], answer = call("GET", "clinchat/data/app", token)
 out["kv_app_keys"] = sorted(answer.get("data", {}).get("data", {}))
 out["kv_serving"], _ = call("GET", "clinchat/data/serving", token)
@@ -215,6 +223,10 @@ def test_the_app_unwraps_signs_in_and_gets_what_its_policy_allows(app_flow):
     assert app_flow["decrypt"] == 200
     assert app_flow["kv_app"] == 200
     assert app_flow["kv_app_keys"] == ["audit_hmac_key", "ldap_bind_password", "serving_token"]
+    # the audit chain's checkpoints: sign, read the public key
+    assert app_flow["sign"] == 200 and app_flow["signature"].startswith("vault:v1:")
+    assert app_flow["audit_key"] == 200 and app_flow["audit_key_type"] == "ed25519"
+    assert app_flow["audit_key_exportable"] is False
 
 
 def test_the_app_token_is_refused_elsewhere(app_flow):
@@ -224,6 +236,9 @@ def test_the_app_token_is_refused_elsewhere(app_flow):
     assert app_flow["other_key"] == 403
     assert app_flow["other_datakey"] == 403
     assert app_flow["encrypt"] == 403
+    # the checkpoint key's private half never leaves OpenBao
+    assert app_flow["export"] == 403
+    assert app_flow["audit_key_config"] == 403
 
 
 def test_the_wrapping_token_works_once(app_flow):
