@@ -169,7 +169,12 @@ def _classify(text: str, lex: Lexicon) -> list[_Tok]:
         listed = (
             low in lex.first
             or low in lex.last
-            or (len(parts) > 1 and all(p in lex.first or p in lex.last for p in parts))
+            or (
+                len(parts) > 1
+                and all(p in lex.first or p in lex.last for p in parts)
+                # "day-case", "long-term": a compound of words, not a double-barrelled name
+                and (word[0].isupper() or not any(p in lex.common for p in parts))
+            )
         )
         listed = listed or low.replace("'", "") in lex.last
         # A letter beyond ASCII ("Øvergaard", "zieliński", "Hēnare") is rare in English
@@ -257,11 +262,18 @@ def _joinable(text: str, a: _Tok, b: _Tok, inverted: bool = False) -> bool:
     return False
 
 
+_LIST_MARK_RE = re.compile(r"(?:^|\n)[ \t]*(?:\d+(?:\.\d+)*[.)]?|[a-z][.)]|[-*•#>|]+)[ \t]*$")
+
+
 def _sentence_start(text: str, pos: int) -> bool:
+    """At the start of a sentence, a line, a list item ("6.3 ", "5. ", "- ") or a table
+    cell: a capital there says nothing about a name."""
     i = pos - 1
     while i >= 0 and text[i] in " \t\"'([*•-":
         i -= 1
-    return i < 0 or text[i] in ".!?:;\n"
+    if i < 0 or text[i] in ".!?:;\n|#":
+        return True
+    return bool(_LIST_MARK_RE.search(text, max(0, pos - 24), pos))
 
 
 def _namelike_after_cue(t: _Tok, nxt: "_Tok | None" = None) -> bool:
@@ -322,8 +334,11 @@ def find_names(text: str) -> Iterator[Candidate]:
     # 2. credentials after: "Quentara Vasko, MD"
     for i, t in enumerate(toks):
         after = text[t.end : t.end + 16]
-        credential = _CREDENTIAL_RE.match(after) and not re.match(
-            r",?[ \t]*[A-Z]{2}[ \t]+\d{5}", after
+        credential = (
+            _CREDENTIAL_RE.match(after)
+            and not re.match(r",?[ \t]*[A-Z]{2}[ \t]+\d{5}", after)
+            # "Charge RN:", "Primary RN:": a role's label, not a person's credential
+            and not re.match(r"[ \t]*[A-Za-z.\-]{2,6}[ \t]*[:*]", after)
         )
         if (
             not (credential or _BANNER_AFTER_RE.match(after))

@@ -304,6 +304,13 @@ def test_names_of_every_script_and_position(text: str, name: str) -> None:
         "AKI on CKD, review the EHR and ASA grade.",  # short capitals are shorthand
         "left sternal border murmur, rockwood 5",  # lone lower-case census words
         "Seen in the Sjögren's clinic; Ménière's disease stable.",  # eponyms with accents
+        # policy prose: role labels, numbered clauses, what a role does
+        "- **Charge RN:** allocates the side rooms.",
+        "4.2 Ward staff record the time of each dose.",
+        "The RN confirms aloud the dose and the route.",
+        "Use the liquid form if the patient cannot swallow.",
+        "| Do not crush | Give whole |",
+        "Offered to day-case and long-stay patients.",
     ],
 )
 def test_clinical_words_stay_words(text: str) -> None:
