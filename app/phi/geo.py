@@ -46,8 +46,10 @@ _AGE_WORDS_RE = re.compile(
     re.IGNORECASE,
 )
 # A name then an age over 89: "Folasade Adeyemi, 93, new confusion", "Pham Minh Chau 96 -"
+# (bounded runs of blanks: an unbounded pair of them backtracks quadratically on a long
+# run of spaces, which anyone can send)
 _AGE_AFTER_NAME_RE = re.compile(
-    r"[ \t]*,?[ \t]*" + _AGE_NUM + r"(?=[ \t]*(?:[,;)\n]|[-–][ \t]|\.(?!\d)|$))"
+    r"[ \t]{0,3},?[ \t]{0,3}" + _AGE_NUM + r"(?=[ \t]{0,3}(?:[,;)\n]|[-–][ \t]|\.(?!\d)|$))"
 )
 
 

@@ -108,18 +108,19 @@ _WEAK_CUE_RE = re.compile(
     r"\b(?:with|and|to|for|by|from|of|per|saw|see|called|visited)[ \t]+$", re.IGNORECASE
 )
 _ACTOR_VERB_RE = re.compile(
-    r"[ \t]+(?:reports|reported|states|stated|denies|denied|complains|ambulated|ambulates"
+    r"[ \t]{1,4}(?:reports|reported|states|stated|denies|denied|complains|ambulated|ambulates"
     r"|tolerated|tolerates"
     r"|agrees|agreed|declines|declined|verbalized|verbalizes|endorses|endorsed|arrived|presented|presents"
     r"|says|said|walked|ate|slept|called|returned|refused|requested|asked|wants"
-    r"|(?:is|was)\s+an?\s+\d+)\b"
+    r"|(?:is|was)[ \t]{1,3}an?[ \t]{1,3}\d+)\b"
 )
 _PERSON_VERB_RE = re.compile(
-    r"[ \t]+(?:is|was|has|had|ambulated|ambulates|walked|refused|requested|asked|reports"
+    r"[ \t]{1,4}(?:is|was|has|had|ambulated|ambulates|walked|refused|requested|asked|reports"
     r"|reported|states|stated|says|said|denies|denied|presents|presented"
     r"|complains|c/o|returns|returned|arrives|arrived|notes|noted|feels|felt|tolerated|tolerates|agrees|agreed"
     r"|declines|declined|understands|verbalized|verbalizes|endorses|endorsed|admits|lives|works|walks|"
-    r"ambulates|ate|slept|called|came|went|wants|would|will|does|did|and|who|,\s*(?:a|an|age|aged)\b)\b"
+    r"ambulates|ate|slept|called|came|went|wants|would|will|does|did|and|who"
+    r"|,[ \t]{0,3}(?:a|an|age|aged)\b)\b"
 )
 _TITLES = frozenset("mr mrs ms miss mx mister dr drs doctor prof professor rev sr fr".split())
 _LOWER_NOT_NAME_RE = re.compile(
@@ -127,11 +128,11 @@ _LOWER_NOT_NAME_RE = re.compile(
     r"|tic|oid|emia|itis|osis|pathy|gram|scopy|tomy)$"
 )
 _BANNER_AFTER_RE = re.compile(
-    r"[ \t]*(?:--?|\||;|,|/|\()?[ \t]*(?:DOB|D\.O\.B|MRN|DOS|Age\b|Sex\b)"
+    r"[ \t]{0,4}(?:--?|\||;|,|/|\()?[ \t]{0,4}(?:DOB|D\.O\.B|MRN|DOS|Age\b|Sex\b)"
 )
 # An age right after a name: ", 71,", " 67M", ", 94 years", " 44 y", " 71 -"
 _AGE_AFTER_RE = re.compile(
-    r",?[ \t]*\d{1,3}(?:[ \t]?(?:[MF]\b|y/o|yo\b|y\b|yrs?\b|years?\b)|,|[ \t]+[-–][ \t])"
+    r",?[ \t]{0,3}\d{1,3}(?:[ \t]?(?:[MF]\b|y/o|yo\b|y\b|yrs?\b|years?\b)|,|[ \t]{1,3}[-–][ \t])"
 )
 _UNKNOWN_SUFFIX_RE = re.compile(r"(?:ed|ing|ly|tion|sion|ment|ness|ity|ous|ive|al|ic)$")
 
