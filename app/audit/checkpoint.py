@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, text
 
@@ -33,19 +32,14 @@ log = logging.getLogger(__name__)
 SYSTEM = Actor(username="clinchat-system")
 
 
-def _signer(settings: Settings) -> Any:
-    from app.vault_keys import VaultKeys
-
-    return VaultKeys(settings)
-
-
-async def write_checkpoint(settings: Settings, signer: Any = None) -> AuditEvent | None:
+async def write_checkpoint(settings: Settings) -> AuditEvent | None:
     """Append one signed checkpoint, unless another host wrote one in the last half
     interval (every app host runs a worker). Raises KeysUnavailable when Vault cannot sign.
     """
     from app.db import sessionmaker
+    from app.vault_keys import VaultKeys
 
-    signer = signer or _signer(settings)
+    signer = VaultKeys(settings)  # one AppRole sign-in per checkpoint, every few minutes
     async with sessionmaker(settings)() as session, session.begin():
         # The chain's lock (record takes it too): no event lands between the row we
         # sign and the checkpoint that follows it.

@@ -479,18 +479,15 @@ def test_lockout_after_five_failures_even_with_the_right_password(
     assert "locked_user" in reasons
 
 
-def test_parallel_guesses_cannot_outrun_the_lockout(
-    settings: Settings, users: Callable[..., uuid.UUID]
-) -> None:
-    """Twelve wrong passwords sent at once: only the threshold's five are checked, the
-    rest are refused as locked (each attempt is counted before its password is)."""
+def sign_ins_at_once(settings: Settings, bodies: list[dict[str, str]], source_ip: str) -> list[int]:
+    """POST every body to the sign-in at the same time (one event loop, the app in
+    process); their status codes, sorted."""
     import httpx
 
     from app.db import dispose_all
     from app.main import app
     from app.redis_client import close_all
 
-    name = local_user(users, "clinician")
     app.dependency_overrides[get_settings] = lambda: settings
 
     async def burst() -> list[int]:
@@ -500,11 +497,9 @@ def test_parallel_guesses_cannot_outrun_the_lockout(
                 responses = await asyncio.gather(
                     *(
                         client.post(
-                            "/api/v1/auth/login",
-                            json={"username": name, "password": f"wrong-{i}-password"},
-                            headers={"X-Real-IP": "10.250.1.1"},
+                            "/api/v1/auth/login", json=body, headers={"X-Real-IP": source_ip}
                         )
-                        for i in range(12)
+                        for body in bodies
                     )
                 )
             return sorted(r.status_code for r in responses)
@@ -513,9 +508,19 @@ def test_parallel_guesses_cannot_outrun_the_lockout(
             await close_all()
 
     try:
-        statuses = asyncio.run(burst())
+        return asyncio.run(burst())
     finally:
         app.dependency_overrides.clear()
+
+
+def test_parallel_guesses_cannot_outrun_the_lockout(
+    settings: Settings, users: Callable[..., uuid.UUID]
+) -> None:
+    """Twelve wrong passwords sent at once: only the threshold's five are checked, the
+    rest are refused as locked (each attempt is counted before its password is)."""
+    name = local_user(users, "clinician")
+    bodies = [{"username": name, "password": f"wrong-{i}-password"} for i in range(12)]
+    statuses = sign_ins_at_once(settings, bodies, "10.250.1.1")
     assert statuses == [401] * 5 + [429] * 7
 
 

@@ -12,12 +12,10 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
 
 from app.audit import checkpoint
 from app.audit.chain import CHECKPOINT, Actor, Verdict, checkpoint_message, record, verify
 from app.crypto import KeysUnavailable
-from app.models import AuditEvent
 from app.settings import Settings
 from tests.app.data.kbdb import isolated_settings
 from tests.app.test_admin import TRIGGER, query
@@ -59,6 +57,16 @@ async def _checkpoint(settings: Settings) -> Any:
         return await checkpoint.write_checkpoint(settings)
     finally:
         await dispose_all()
+
+
+async def _append_checkpoint(settings: Settings, detail: dict[str, Any]) -> int:
+    """What a host holding the HMAC key can do: append a checkpoint row that links."""
+    from app.db import dispose_all, sessionmaker
+
+    async with sessionmaker(settings)() as session, session.begin():
+        event = await record(session, settings, CHECKPOINT, checkpoint.SYSTEM, detail=detail)
+    await dispose_all()
+    return event.id
 
 
 @pytest.fixture
@@ -106,27 +114,14 @@ def test_a_checkpoint_the_host_signed_itself_is_refused(
 ) -> None:
     """What the HMAC chain alone cannot catch: the host's key links any row it writes."""
     own_key = Ed25519PrivateKey.generate()
-
-    async def forge() -> int:
-        from app.db import dispose_all, sessionmaker
-
-        async with sessionmaker(own_settings)() as session, session.begin():
-            [(last_id, last_hash)] = (
-                await session.execute(
-                    select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-                )
-            ).all()
-            ts = "2026-12-07T06:00:00+00:00"
-            signature = own_key.sign(checkpoint_message(last_id, last_hash, ts))
-            detail = {"covers_id": last_id, "covers_hash": last_hash, "ts": ts,
-                      "key": "clinchat-audit",
-                      "signature": "vault:v1:" + base64.b64encode(signature).decode()}  # fmt: skip
-            event = await record(session, own_settings, CHECKPOINT, checkpoint.SYSTEM,
-                                 detail=detail)  # fmt: skip
-        await dispose_all()
-        return event.id
-
-    forged = run(forge())
+    [(last_id, last_hash)] = query(
+        own_settings, "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1"
+    )
+    ts = "2026-12-07T06:00:00+00:00"
+    signature = own_key.sign(checkpoint_message(last_id, last_hash, ts))
+    detail = {"covers_id": last_id, "covers_hash": last_hash, "ts": ts, "key": "clinchat-audit",
+              "signature": "vault:v1:" + base64.b64encode(signature).decode()}  # fmt: skip
+    forged = run(_append_checkpoint(own_settings, detail))
     verdict = run(_verify(own_settings))
     assert not verdict.ok and verdict.first_broken_id == forged
     assert verdict.reason == "checkpoint signature is not the audit key's"
@@ -136,7 +131,7 @@ def test_a_real_checkpoint_copied_to_the_end_is_refused(
     own_settings: Settings, cleanup: None
 ) -> None:
     """A genuine signature replayed after other rows names the wrong row."""
-    real = run(_checkpoint(own_settings)) or None
+    real = run(_checkpoint(own_settings))
     [(detail,)] = query(
         own_settings,
         "SELECT detail FROM audit_events WHERE action = %s ORDER BY id DESC LIMIT 1",
@@ -145,16 +140,7 @@ def test_a_real_checkpoint_copied_to_the_end_is_refused(
     assert real is None or real.detail == detail
     run(_events(own_settings, 1))
 
-    async def replay() -> int:
-        from app.db import dispose_all, sessionmaker
-
-        async with sessionmaker(own_settings)() as session, session.begin():
-            event = await record(session, own_settings, CHECKPOINT, checkpoint.SYSTEM,
-                                 detail=detail)  # fmt: skip
-        await dispose_all()
-        return event.id
-
-    replayed = run(replay())
+    replayed = run(_append_checkpoint(own_settings, detail))
     verdict = run(_verify(own_settings))
     assert not verdict.ok and verdict.first_broken_id == replayed
     assert verdict.reason == "checkpoint does not name the row before it"

@@ -4,7 +4,6 @@ the real PostgreSQL, Redis, OpenBao and OpenLDAP of tests/app/conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -22,7 +21,7 @@ from app.auth import service, totp
 from app.auth.lockout import Lockout
 from app.crypto import DecryptionError, cipher_for
 from app.db import conninfo
-from app.settings import Settings, get_settings
+from app.settings import Settings
 from app.web.pages_auth import LOGIN_COOKIE
 from tests.app.conftest import enrol_totp
 from tests.app.test_auth import (
@@ -30,6 +29,7 @@ from tests.app.test_auth import (
     app_client,
     audit_rows,
     last_audit_id,
+    sign_ins_at_once,
     sync_redis,
 )
 from tests.services.postgres import free_port
@@ -247,38 +247,10 @@ def test_wrong_codes_lock_the_account_and_leaving_the_code_out_does_not_reset_it
 def test_one_code_signs_in_once_even_sent_twice_at_once(
     settings: Settings, users: Callable[..., uuid.UUID]
 ) -> None:
-    import httpx
-
-    from app.db import dispose_all
-    from app.main import app
-    from app.redis_client import close_all
-
     name = local_name()
     secret = enrol_totp(settings, users(name, ["admin"], password=PASSWORD, totp=False), name)
     body = {"username": name, "password": PASSWORD, "totp": totp.totp(secret, time.time())}
-    app.dependency_overrides[get_settings] = lambda: settings
-
-    async def burst() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-                responses = await asyncio.gather(
-                    *(
-                        client.post(
-                            "/api/v1/auth/login", json=body, headers={"X-Real-IP": "10.251.2.2"}
-                        )
-                        for _ in range(4)
-                    )
-                )
-            return sorted(r.status_code for r in responses)
-        finally:
-            await dispose_all()
-            await close_all()
-
-    try:
-        assert asyncio.run(burst()) == [200, 401, 401, 401]
-    finally:
-        app.dependency_overrides.clear()
+    assert sign_ins_at_once(settings, [body] * 4, "10.251.2.2") == [200, 401, 401, 401]
 
 
 # -- who is affected ----------------------------------------------------------------------------
