@@ -1,7 +1,8 @@
 """postgresql: the app host connects over verified TLS with its password; no
 TLS, a wrong password, TLS 1.1, another host or another user are refused;
 Mozilla's intermediate TLS profile (sslyze); a bad file never replaces a good
-one; a setting that needs a restart waits for postgresql_restart_ok."""
+one; a setting that needs a restart waits for postgresql_restart_ok; pgaudit
+writes DDL and role changes to syslog, and no password."""
 
 import json
 import os
@@ -137,6 +138,8 @@ def test_server_settings(db_host):
     assert show("ssl_min_protocol_version") == "TLSv1.2"
     assert "CBC" not in show("ssl_ciphers") and "GCM" in show("ssl_ciphers")
     assert show("password_encryption") == "scram-sha-256"
+    assert show("shared_preload_libraries") == "pgaudit"
+    assert show("pgaudit.log") == "ddl, role"
     assert show("listen_addresses") == DB
     verifier = db_host.check_output(
         "runuser -u postgres -- psql -XAtc "
@@ -145,6 +148,28 @@ def test_server_settings(db_host):
     assert verifier == "SCRAM-SHA-256$"
     assert db_host.socket(f"tcp://{DB}:5432").is_listening
     assert not db_host.socket("tcp://0.0.0.0:5432").is_listening
+
+
+def test_pgaudit_logs_ddl_and_role_changes_to_syslog_without_secrets(app_host, db_host):
+    """pgaudit (HIPAA 164.312(b)): DDL from the app host is an AUDIT line in the host's
+    journal (syslog), as are the converge's role statements, which carried SCRAM
+    verifiers (clinchat.appliance.scram_sha256), so no password is in any log."""
+    table = f"pgaudit_probe_{os.getpid()}"
+    result = psql_as_owner(app_host, f"CREATE TABLE {table} (id int); DROP TABLE {table}")
+    assert result.rc == 0, result.stderr
+    journal = db_host.check_output("journalctl -t postgres --no-pager -o cat")
+    ddl = [line for line in journal.splitlines() if "AUDIT: SESSION" in line and table in line]
+    assert any(",DDL,CREATE TABLE," in line for line in ddl), journal[-2000:]
+    assert any(",DDL,DROP TABLE," in line for line in ddl), journal[-2000:]
+    roles = [line for line in journal.splitlines() if "AUDIT: SESSION" in line and ",ROLE," in line]
+    assert any("clinchat_app" in line for line in roles), journal[-2000:]
+    logs = journal + db_host.check_output("cat /var/log/postgresql/*.log")
+    for name in ("postgresql_app_password", "postgresql_owner_password"):
+        assert secret(name) not in logs
+    # reads and writes of rows are not audited: their statements may hold patient data
+    select = psql(app_host, f"SELECT '{table}-read'")
+    assert select.rc == 0, select.stderr
+    assert f"{table}-read" not in db_host.check_output("journalctl -t postgres --no-pager -o cat")
 
 
 def converge(tmp_path, extra_vars):
