@@ -8,6 +8,7 @@
     clinchat-admin audit verify [--max-checkpoint-age S]  walk the chain, check its checkpoints
     clinchat-admin audit checkpoint             sign a checkpoint of the chain now
     clinchat-admin reindex                      re-embed every searchable chunk
+    clinchat-admin rewrap                       re-encrypt every encrypted value (key rotation)
     clinchat-admin worker                       the ingestion worker (as app.kb.worker)
     clinchat-admin vault-unwrap                 trade the wrapped AppRole secret id (unit start)
     clinchat-admin users list                   every user, source, roles, disabled
@@ -307,6 +308,50 @@ def reindex(settings: Settings, _: argparse.Namespace) -> int:
     return OK
 
 
+def rewrap(settings: Settings, _: argparse.Namespace) -> int:
+    """Re-encrypt every encrypted value with a fresh data key (after a key rotation)."""
+    from sqlalchemy import create_engine, pool
+
+    from app.audit import record
+    from app.crypto import new_cipher
+    from app.db import conninfo, sessionmaker
+    from app.kb.worker import ADMIN_CLI
+    from app.sealed import COLUMNS
+    from app.sealed import rewrap as rewrap_column
+
+    cipher = new_cipher(settings)  # not the process's: its data key is new
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(conninfo(settings)),
+        poolclass=pool.NullPool,
+    )
+    done = []
+    with engine.connect() as conn:
+        for column in COLUMNS:
+            done.append(rewrap_column(conn, cipher, column, commit=conn.commit))
+            print(f"ok: {done[-1].line()}")
+
+    async def audit() -> None:
+        async with sessionmaker(settings)() as session:
+            await record(
+                session, settings, "keys.rewrap", ADMIN_CLI, entity_type="key",
+                entity_id=settings.vault_transit_key,
+                detail={d.column: {"rewrapped": d.rewrapped, "unreadable": d.unreadable,
+                                   "after": dict(d.key_versions_after)} for d in done},
+            )  # fmt: skip
+            await session.commit()
+
+    _run(settings, audit)
+    unreadable = sum(d.unreadable for d in done)
+    if unreadable:
+        raise Failed(
+            f"{unreadable} values do not decrypt (corrupt, or moved from another row) and "
+            "stay as they were: the log names their rows; every other value is re-encrypted",
+            CHECK_FAILED,
+        )
+    return OK
+
+
 def vault_unwrap(settings: Settings, _: argparse.Namespace) -> int:
     from app.vault_keys import UnwrapError, unwrap_secret_id
 
@@ -471,6 +516,9 @@ def parser() -> argparse.ArgumentParser:
     sync.set_defaults(run=users)
 
     commands.add_parser("reindex", help="re-embed every searchable chunk").set_defaults(run=reindex)
+    commands.add_parser(
+        "rewrap", help="re-encrypt every encrypted value with a new data key (key rotation)"
+    ).set_defaults(run=rewrap)
     commands.add_parser("worker", help="run the ingestion worker").set_defaults(run=worker)
     commands.add_parser(
         "vault-unwrap", help="trade the response-wrapped AppRole secret id for the secret id"

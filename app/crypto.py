@@ -10,10 +10,12 @@ asked once per data key, not once per value.
 
 Blob layout (all lengths big-endian)::
 
-    b"CE1" | u16 len(wrapped) | wrapped | 12-byte nonce | ciphertext+tag
+    b"CE2" | u16 len(wrapped) | wrapped | 12-byte nonce | ciphertext+tag
 
-``aad`` binds a blob to its purpose (e.g. b"message"): a blob moved into another
-column fails to decrypt.
+``aad`` binds a blob to the column and row it belongs to (app/sealed.py): a blob
+moved into another column, row or user's conversation fails to decrypt. Blobs
+``CE1`` were bound only to their purpose (e.g. b"message"); migration 0005 binds
+them to their rows, and only that path (``decrypt_legacy``) still reads them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.settings import EncryptionMode, Environment, Settings
 
-MAGIC = b"CE1"
+MAGIC = b"CE2"
+LEGACY_MAGIC = b"CE1"  # before row binding: read only to re-encrypt (app/sealed.py)
 
 
 class DecryptionError(Exception):
@@ -129,12 +132,18 @@ class Cipher:
         return MAGIC + struct.pack(">H", len(current.wrapped)) + current.wrapped + nonce + body
 
     def decrypt(self, blob: bytes, aad: bytes) -> bytes:
-        if len(blob) < 5 or not blob.startswith(MAGIC):
+        if blob.startswith(LEGACY_MAGIC):
+            raise DecryptionError("written before row binding: run clinchat-admin migrate")
+        return self._decrypt(blob, aad, MAGIC)
+
+    def decrypt_legacy(self, blob: bytes, aad: bytes) -> bytes:
+        """A blob written before row binding (``CE1``), to re-encrypt it."""
+        return self._decrypt(blob, aad, LEGACY_MAGIC)
+
+    def _decrypt(self, blob: bytes, aad: bytes, magic: bytes) -> bytes:
+        if not blob.startswith(magic):
             raise DecryptionError("not an encrypted blob")
-        (length,) = struct.unpack(">H", blob[3:5])
-        wrapped, rest = blob[5 : 5 + length], blob[5 + length :]
-        if len(wrapped) != length or len(rest) < 12 + 16:
-            raise DecryptionError("truncated blob")
+        wrapped, rest = _split(blob)
         try:
             return AESGCM(self._unwrap(wrapped)).decrypt(rest[:12], rest[12:], aad)
         except InvalidTag as exc:
@@ -147,6 +156,22 @@ class Cipher:
         return self.decrypt(blob, aad).decode()
 
 
+def _split(blob: bytes) -> tuple[bytes, bytes]:
+    """(wrapped data key, nonce + ciphertext) of a blob of either version."""
+    if len(blob) < 5 or blob[:3] not in (MAGIC, LEGACY_MAGIC):
+        raise DecryptionError("not an encrypted blob")
+    (length,) = struct.unpack(">H", blob[3:5])
+    wrapped, rest = blob[5 : 5 + length], blob[5 + length :]
+    if len(wrapped) != length or len(rest) < 12 + 16:
+        raise DecryptionError("truncated blob")
+    return wrapped, rest
+
+
+def wrapped_key(blob: bytes) -> bytes:
+    """The blob's wrapped data key (says which key version wrapped it)."""
+    return _split(blob)[0]
+
+
 _ciphers: dict[int, tuple[Settings, Cipher]] = {}
 _ciphers_lock = threading.Lock()
 
@@ -155,11 +180,13 @@ def cipher_for(settings: Settings) -> Cipher:
     """The process's cipher for these settings (one data-key cache per process)."""
     with _ciphers_lock:
         if id(settings) not in _ciphers:
-            _ciphers[id(settings)] = (settings, _build(settings))
+            _ciphers[id(settings)] = (settings, new_cipher(settings))
         return _ciphers[id(settings)][1]
 
 
-def _build(settings: Settings) -> Cipher:
+def new_cipher(settings: Settings) -> Cipher:
+    """A cipher of its own: its first data key is new, wrapped by the newest key version
+    (what re-encrypting after a key rotation needs: app/sealed.py)."""
     keeper: KeyKeeper
     if settings.encryption_mode is EncryptionMode.local:
         if settings.environment is Environment.production:

@@ -18,9 +18,10 @@ from app.routers import audit as audit_api
 from app.routers import auth as auth_api
 from app.routers import chat as chat_api
 from app.routers import documents as documents_api
+from app.routers import feedback as feedback_api
 from app.routers import health, openai_facade
 from app.routers import phi as phi_api
-from app.web import pages_audit, pages_auth, pages_chat, pages_documents
+from app.web import pages_audit, pages_auth, pages_chat, pages_documents, pages_feedback
 
 
 def configure_logging() -> None:
@@ -69,6 +70,9 @@ app.include_router(pages_documents.router)
 app.include_router(chat_api.router)
 app.include_router(openai_facade.router)
 app.include_router(pages_chat.router)
+app.include_router(feedback_api.answers_router)
+app.include_router(feedback_api.router)
+app.include_router(pages_feedback.router)
 app.include_router(audit_api.router)
 app.include_router(pages_audit.router)
 app.include_router(phi_api.router)

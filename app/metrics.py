@@ -74,3 +74,10 @@ RETRIEVAL_LATENCY = Histogram(
     "Hybrid retrieval latency",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# Labels from fixed sets only (app/models.py Rating, FeedbackCategory; "none" for a thumbs
+# up or a thumbs down without a category): never the comment or any user text.
+FEEDBACK = Counter(
+    "clinchat_feedback_total",
+    "Feedback given on answers (a replacement counts again), by rating and category",
+    ["rating", "category"],
+)

@@ -1,7 +1,8 @@
 """The database schema (SQLAlchemy 2 declarative). Migrations: app/migrations/.
 
-Sensitive text (messages, conversation titles, uploaded files) is stored only
-encrypted (``*_enc`` columns, see app/crypto.py). Document chunks are stored in
+Sensitive text (messages, conversation titles, uploaded files, feedback) is stored only
+encrypted (``*_enc`` columns, see app/crypto.py), each value bound to its row and
+owner (app/sealed.py). Document chunks are stored in
 clear because full-text search needs their words; documents that hold PHI are
 flagged at upload.
 """
@@ -14,6 +15,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     ForeignKey,
@@ -63,7 +65,7 @@ class User(Base):
     created_at: Mapped[datetime] = _created()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # local users' second factor (app/auth/totp.py): the secret envelope-encrypted
-    # (AAD b"totp:" + id), and the last time step a code was accepted for (replay)
+    # (bound to the user: app/sealed.py), and the last time step a code was accepted for (replay)
     totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -176,6 +178,53 @@ class Message(Base):
     model: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[datetime] = _created()
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class Rating(StrEnum):
+    up = "up"
+    down = "down"
+
+
+class FeedbackCategory(StrEnum):
+    """What is wrong with an answer (a thumbs down only)."""
+
+    wrong = "wrong"
+    outdated_policy = "outdated_policy"
+    unsafe = "unsafe"
+    missing_source = "missing_source"
+
+
+class FeedbackStatus(StrEnum):
+    open = "open"
+    reviewed = "reviewed"
+
+
+class Feedback(Base):
+    """A clinician's rating of an answer, for the admins' review queue (migration 0006)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("user_id", "message_id"),  # a second feedback replaces the first
+        CheckConstraint("category IS NULL OR rating = 'down'", name="feedback_category_only_down"),
+        Index("ix_feedback_status_created_at", "status", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = _uuid()
+    # NULL once the conversation is deleted: the snapshot keeps what was rated
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    rating: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str | None] = mapped_column(String(32))
+    # encrypted, bound to the row and user_id (app/sealed.py): the comment, and the
+    # question, answer and citations as they were rated (JSON)
+    comment_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    snapshot_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()  # of the latest feedback: a replacement sets it
+    status: Mapped[str] = mapped_column(String(16), default=FeedbackStatus.open)
+    reviewed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_note_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # the admin's, encrypted
 
 
 class AuditEvent(Base):

@@ -77,6 +77,11 @@ RULES: dict[str, tuple[Coding, Coding | None, str]] = {
     "conversation.read": (PATIENT_RECORD, None, "R"),
     "conversation.delete": (PATIENT_RECORD, None, "D"),
     "message.create": (PATIENT_RECORD, None, "C"),
+    # feedback keeps a snapshot of the question and answer
+    "feedback.create": (PATIENT_RECORD, None, "C"),
+    "feedback.update": (PATIENT_RECORD, None, "U"),
+    "feedback.read": (PATIENT_RECORD, None, "R"),
+    "feedback.review": (PATIENT_RECORD, None, "U"),
     "facade.chat": (QUERY, None, "E"),
     "audit.read": (QUERY, None, "R"),
     "audit.verify": (QUERY, None, "E"),

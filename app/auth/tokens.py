@@ -38,6 +38,7 @@ class Scope(enum.StrEnum):
     detect = "detect"  # the PHI detector (/api/v1/phi)
     documents = "documents"  # the knowledge base (/api/v1/documents)
     audit = "audit"  # reading and exporting the audit trail (/api/v1/audit)
+    feedback = "feedback"  # the answer-feedback queue, others' answers in it (/api/v1/feedback)
 
 
 DEFAULT_SCOPES = (Scope.chat, Scope.facade)

@@ -4,8 +4,8 @@ Every local account (``users.source == "local"``: the admin and break-glass acco
 that sign in when the directory cannot) presents a code from an authenticator app
 once ``totp_required`` is on; directory users keep the directory's own policy.
 
-- The secret (20 random bytes) is stored only encrypted (app/crypto.py, AAD
-  ``b"totp:" + user id``), so a blob moved to another user does not decrypt.
+- The secret (20 random bytes) is stored only encrypted (app/crypto.py), bound to
+  the user's row (app/sealed.py), so a blob moved to another user does not decrypt.
 - A code is accepted for the current step and one step either side (clock skew).
 - A code is accepted once: ``users.totp_last_step`` remembers the step last
   accepted, and a code of that step or an earlier one is refused (replay). The
@@ -33,6 +33,7 @@ from app.audit.chain import Actor
 from app.crypto import DecryptionError, KeysUnavailable, cipher_for
 from app.errors import DependencyUnavailable
 from app.models import User
+from app.sealed import TOTP_SECRET
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def matching_step(key: bytes, code: str, unix_time: float) -> int | None:
 
 
 def aad(user_id: uuid.UUID) -> bytes:
-    return b"totp:" + str(user_id).encode()
+    return TOTP_SECRET.aad(user_id, user_id)
 
 
 def base32(secret: bytes) -> str:

@@ -7,8 +7,8 @@ without calling the model, or open a stream from the serving with a prompt of
 the numbered sources. ``prepare`` opens that stream before the caller answers
 anything, so a serving that is down is a 503, not a broken stream.
 
-Message text and conversation titles are stored only encrypted (AAD
-b"message" and b"conversation-title"). Log lines carry ids and counts.
+Message text and conversation titles are stored only encrypted, each bound to its
+row and owner (app/sealed.py). Log lines carry ids and counts.
 """
 
 from __future__ import annotations
@@ -37,12 +37,11 @@ from app.kb.retrieve import Hit, retrieve
 from app.metrics import PHI_DETECTIONS
 from app.models import Chunk, Conversation, Message
 from app.phi import detect, redact
+from app.sealed import CONVERSATION_TITLE, MESSAGE_CONTENT
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TITLE_AAD = b"conversation-title"
-MESSAGE_AAD = b"message"
 DEFAULT_TITLE = "New conversation"
 TITLE_CHARS = 80  # a conversation's automatic title: the start of its first question
 SNIPPET_CHARS = 300
@@ -260,20 +259,35 @@ async def _encrypt(settings: Settings, text: str, aad: bytes) -> bytes:
     return await anyio.to_thread.run_sync(cipher_for(settings).encrypt_text, text, aad)
 
 
-def _decrypt_all(settings: Settings, blobs: list[bytes], aad: bytes) -> list[str]:
+def _decrypt_all(settings: Settings, sealed: list[tuple[bytes, bytes]]) -> list[str]:
     cipher = cipher_for(settings)
     texts = []
-    for blob in blobs:
+    for blob, aad in sealed:
         try:
             texts.append(cipher.decrypt_text(blob, aad))
-        except DecryptionError:
-            log.error("a stored %s does not decrypt", aad.decode())
+        except DecryptionError as exc:
+            # the column and ids are in the associated data; never the text
+            log.error("a stored value does not decrypt: %s (%s)", _where(aad), exc)
             texts.append(UNREADABLE)
     return texts
 
 
-async def decrypt_all(settings: Settings, blobs: list[bytes], aad: bytes) -> list[str]:
-    return await anyio.to_thread.run_sync(_decrypt_all, settings, blobs, aad)
+def _where(aad: bytes) -> str:
+    return " ".join(part.decode() for part in aad.split(b"\x00")[1:])
+
+
+async def decrypt_all(settings: Settings, sealed: list[tuple[bytes, bytes]]) -> list[str]:
+    """Each (blob, associated data) decrypted; UNREADABLE for one that does not."""
+    return await anyio.to_thread.run_sync(_decrypt_all, settings, sealed)
+
+
+def _title(conversation: Conversation) -> tuple[bytes, bytes]:
+    return conversation.title_enc, CONVERSATION_TITLE.aad(conversation.id, conversation.user_id)
+
+
+def _content(message: Message, owner_id: uuid.UUID) -> tuple[bytes, bytes]:
+    aad = MESSAGE_CONTENT.aad(message.id, message.conversation_id, owner_id)
+    return message.content_enc, aad
 
 
 def new_title(question: str) -> str:
@@ -288,10 +302,15 @@ def new_title(question: str) -> str:
 async def create_conversation(
     db: AsyncSession, settings: Settings, principal: Principal, title: str | None
 ) -> Conversation:
+    conversation_id = uuid.uuid4()
     conversation = Conversation(
-        id=uuid.uuid4(),
+        id=conversation_id,
         user_id=principal.user_id,
-        title_enc=await _encrypt(settings, title or DEFAULT_TITLE, TITLE_AAD),
+        title_enc=await _encrypt(
+            settings,
+            title or DEFAULT_TITLE,
+            CONVERSATION_TITLE.aad(conversation_id, principal.user_id),
+        ),
     )
     db.add(conversation)
     await db.flush()
@@ -357,7 +376,7 @@ async def list_conversations(
             .offset(offset)
         )
     ).all()
-    titles = await decrypt_all(settings, [c.title_enc for c, _ in rows], TITLE_AAD)
+    titles = await decrypt_all(settings, [_title(c) for c, _ in rows])
     await record(
         db,
         settings,
@@ -417,8 +436,8 @@ async def read_conversation(
             select(Chunk.id, func.left(Chunk.text, SNIPPET_CHARS)).where(Chunk.id.in_(chunk_ids))
         )
         snippets = {row[0]: row[1] for row in rows}
-    (title,) = await decrypt_all(settings, [conversation.title_enc], TITLE_AAD)
-    contents = await decrypt_all(settings, [m.content_enc for m in messages], MESSAGE_AAD)
+    (title,) = await decrypt_all(settings, [_title(conversation)])
+    contents = await decrypt_all(settings, [_content(m, conversation.user_id) for m in messages])
     await record(
         db,
         settings,
@@ -487,7 +506,7 @@ async def history(db: AsyncSession, settings: Settings, conversation: Conversati
             .limit(HISTORY_TURNS)
         )
     )[::-1]
-    texts = await decrypt_all(settings, [m.content_enc for m in recent], MESSAGE_AAD)
+    texts = await decrypt_all(settings, [_content(m, conversation.user_id) for m in recent])
     return [
         Turn("assistant" if m.role == "assistant" else "user", text)
         for m, text in zip(recent, texts, strict=True)
@@ -500,6 +519,7 @@ async def add_message(
     settings: Settings,
     principal: Principal,
     conversation_id: uuid.UUID,
+    owner_id: uuid.UUID,
     role: str,
     content: str,
     citations: Sequence[Citation] = (),
@@ -507,12 +527,16 @@ async def add_message(
     model: str = "",
     detail: dict[str, Any] | None = None,
 ) -> Message:
-    """Store one message (encrypted) and its audit row in ``db``'s transaction."""
+    """Store one message (encrypted, bound to the conversation and its owner ``owner_id``)
+    and its audit row in ``db``'s transaction."""
+    message_id = uuid.uuid4()
     message = Message(
-        id=uuid.uuid4(),
+        id=message_id,
         conversation_id=conversation_id,
         role=role,
-        content_enc=await _encrypt(settings, content, MESSAGE_AAD),
+        content_enc=await _encrypt(
+            settings, content, MESSAGE_CONTENT.aad(message_id, conversation_id, owner_id)
+        ),
         citations=[c.stored() for c in citations],
         grounded=grounded,
         model=model,
@@ -546,14 +570,16 @@ async def add_question(
     answer: Answer,
 ) -> Message:
     """Store the user's question (the original text) and name the conversation after it."""
-    (title,) = await decrypt_all(settings, [conversation.title_enc], TITLE_AAD)
+    (title,) = await decrypt_all(settings, [_title(conversation)])
     if title == DEFAULT_TITLE:
-        conversation.title_enc = await _encrypt(settings, new_title(question), TITLE_AAD)
+        aad = CONVERSATION_TITLE.aad(conversation.id, conversation.user_id)
+        conversation.title_enc = await _encrypt(settings, new_title(question), aad)
     message = await add_message(
         db,
         settings,
         principal,
         conversation.id,
+        conversation.user_id,
         "user",
         question,
         detail={"phi_spans": sum(answer.phi_types.values()), "redacted": settings.redact_prompts},
@@ -570,7 +596,11 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 
 async def reply_events(
-    settings: Settings, principal: Principal, conversation_id: uuid.UUID, answer: Answer
+    settings: Settings,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    answer: Answer,
 ) -> AsyncIterator[str]:
     """SSE events of one answer: sources, deltas, then done (or error); stores the answer.
 
@@ -604,6 +634,7 @@ async def reply_events(
                 settings,
                 principal,
                 conversation_id,
+                owner_id,
                 "assistant",
                 "".join(pieces),
                 answer.citations,

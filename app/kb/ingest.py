@@ -31,11 +31,11 @@ from app.metrics import PHI_DETECTIONS
 from app.models import Document, DocumentStatus, DocumentVersion, VersionStatus
 from app.phi import detect
 from app.redis_client import redis_for
+from app.sealed import DOCUMENT_FILE
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_AAD = b"document"
 TITLE_MAX = 512
 
 
@@ -111,11 +111,16 @@ async def store_upload(
     """
     # Refuse before storing anything if the queue cannot be reached.
     await redis_for(settings).ping()
-    blob = await asyncio.to_thread(cipher_for(settings).encrypt, checked.data, DOCUMENT_AAD)
+    # The file is encrypted before the transaction (Vault may be asked for a data key),
+    # bound to the version's id and the document's, both chosen here.
+    version_id, new_document_id = uuid.uuid4(), uuid.uuid4()
+    aad = DOCUMENT_FILE.aad(version_id, document_id or new_document_id)
+    blob = await asyncio.to_thread(cipher_for(settings).encrypt, checked.data, aad)
     try:
         version = await _insert(
-            session, settings, actor, user_id, checked, title, document_id, blob
-        )
+            session, settings, actor, user_id, checked, title, document_id, blob,
+            version_id, new_document_id,
+        )  # fmt: skip
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
@@ -139,6 +144,8 @@ async def _insert(
     title: str | None,
     document_id: uuid.UUID | None,
     blob: bytes,
+    version_id: uuid.UUID,
+    new_document_id: uuid.UUID,
 ) -> DocumentVersion:
     if document_id is None:
         # Two uploads of one file at once: the second waits here, then sees the first.
@@ -149,7 +156,7 @@ async def _insert(
         if existing is not None:
             raise Duplicate(f"this file is already the current version of document {existing}")
         document = Document(
-            id=uuid.uuid4(),
+            id=new_document_id,
             title=(title or "").strip() or default_title(checked.filename),
             status=DocumentStatus.active,
             created_by=user_id,
@@ -171,7 +178,7 @@ async def _insert(
         number = max((v.version for v in versions), default=0) + 1
         action = "document.version"
     version = DocumentVersion(
-        id=uuid.uuid4(),
+        id=version_id,
         document_id=document.id,
         version=number,
         filename=checked.filename,

@@ -42,7 +42,6 @@ from app.kb import store
 from app.kb.chunk import TextChunk, chunk_blocks
 from app.kb.embed import embedder_for
 from app.kb.ingest import (
-    DOCUMENT_AAD,
     Duplicate,
     check_file,
     default_title,
@@ -51,6 +50,7 @@ from app.kb.ingest import (
 from app.kb.parse import EXTENSIONS, UploadRefused, parse
 from app.models import Chunk, DocumentVersion, User, VersionStatus
 from app.redis_client import redis_for
+from app.sealed import DOCUMENT_FILE
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ async def process_one(settings: Settings, version_id: uuid.UUID | str) -> str:
         await session.commit()
     started = time.monotonic()
     try:
-        chunks = await _chunks(settings, blob, filename, media_type)
+        chunks = await _chunks(settings, DOCUMENT_FILE.aad(vid, document_id), blob, filename,
+                               media_type)  # fmt: skip
         await _write_chunks(settings, vid, document_id, chunks)
         await _publish(settings, vid, document_id, number, len(chunks))
     except _DOWN as exc:
@@ -145,9 +146,9 @@ async def _try_set_status(
 
 
 async def _chunks(
-    settings: Settings, blob: bytes, filename: str, media_type: str
+    settings: Settings, aad: bytes, blob: bytes, filename: str, media_type: str
 ) -> list[TextChunk]:
-    data = await asyncio.to_thread(cipher_for(settings).decrypt, blob, DOCUMENT_AAD)
+    data = await asyncio.to_thread(cipher_for(settings).decrypt, blob, aad)
     parsed = await asyncio.to_thread(parse, data, filename, media_type)
     return chunk_blocks(parsed.blocks, settings.chunk_max_chars)
 

@@ -217,7 +217,7 @@ class TokenRequest(BaseModel):
     scopes: list[tokens.Scope] = Field(
         list(tokens.DEFAULT_SCOPES),
         min_length=1,
-        description="what the token may call: chat, facade, detect, documents, audit",
+        description="what the token may call: chat, facade, detect, documents, audit, feedback",
     )
 
     model_config = {

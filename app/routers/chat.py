@@ -272,7 +272,7 @@ async def post_message(
         await answer.aclose()
         raise
     return StreamingResponse(
-        service.reply_events(settings, principal, conversation.id, answer),
+        service.reply_events(settings, principal, conversation.id, conversation.user_id, answer),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

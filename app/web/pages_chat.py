@@ -4,7 +4,9 @@
 conversations, other roles a link to their own area. The chat page renders the
 stored messages; static/chat.js posts questions to the API and shows the
 streamed answer, its citations (opened from GET /api/v1/chunks/{id}) and the
-disclaimer. Forms post with the session's ``csrf_token`` field.
+disclaimer. Under each answer of one's own conversation: thumbs up and down
+(app/chat/feedback.py), sent by static/chat.js. Forms post with the session's
+``csrf_token`` field.
 """
 
 import uuid
@@ -14,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import Clinician, CurrentPrincipal
-from app.chat import service
+from app.chat import feedback, service
 from app.db import DbSession
 from app.models import Role
 from app.settings import Settings, get_settings
@@ -52,12 +54,18 @@ async def chat_page(
         found = await service.read_conversation(db, settings, principal, conversation_id)
     except service.ConversationNotFound:
         return render(request, "chat_missing.html", status_code=status.HTTP_404_NOT_FOUND)
+    own = found.owner_id == principal.user_id
+    answers = [m.id for m in found.messages if m.role == "assistant"]
     return render(
         request,
         "chat.html",
         conversation=found,
-        own=found.owner_id == principal.user_id,
+        own=own,
         disclaimer=settings.disclaimer,
+        # the reader's own ratings: only the owner rates (break-glass reads)
+        ratings=await feedback.ratings(db, principal, answers) if own else {},
+        feedback_categories=[(str(k), v) for k, v in feedback.CATEGORY_LABELS.items()],
+        comment_max=feedback.COMMENT_MAX_CHARS,
     )
 
 

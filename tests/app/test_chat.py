@@ -10,6 +10,7 @@ ingestion worker, on the admin client's event loop.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -359,16 +360,75 @@ def test_messages_and_titles_are_stored_encrypted(
     assert [r[0] for r in rows] == ["user", "assistant"]
     for blob in [title_enc] + [r[1] for r in rows]:
         raw = bytes(blob)
-        assert raw.startswith(b"CE1")
+        assert raw.startswith(b"CE2")
         for plain in (title, question, "zorbexine", answer):
             if plain.strip():
                 assert plain.encode() not in raw
     # citations are stored without text: the snippet is read from the chunk
     assert rows[1][2] and all("snippet" not in c for c in rows[1][2])
     assert detail["title"] == title and detail["messages"][0]["content"] == question
-    # a blob moved to the other column (other AAD) does not decrypt
     assert detail["messages"][1]["citations"][0]["snippet"]
     done_with(client)
+
+
+def test_a_value_copied_into_another_row_does_not_decrypt(
+    login: Callable[..., TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write to the database can copy ciphertext, but not what it says: each
+    value is bound to its column, row and owner (app/sealed.py)."""
+    alice, bob = login(Role.clinician), login(Role.clinician)
+    secret = f"Alice's question {uuid.uuid4().hex}"
+    mine, other_of_mine = new_conversation(alice, "Alice's plan"), new_conversation(alice)
+    theirs = new_conversation(bob, "Bob's plan")
+    for client, conversation in ((alice, mine), (alice, other_of_mine), (bob, theirs)):
+        question = secret if conversation == mine else UNCOVERED
+        assert events(ask(client, conversation, question))[-1][0] == "done"
+
+    def first_message(conversation: str) -> str:
+        return f"(SELECT id FROM messages WHERE conversation_id = '{conversation}'" \
+            " AND role = 'user')"  # fmt: skip
+
+    with psycopg.connect(conninfo(settings)) as conn:
+        # Alice's question and title copied into Bob's conversation, her question into
+        # her own other conversation, and a whole conversation of hers given to Bob
+        for target in (theirs, other_of_mine):
+            conn.execute(
+                f"UPDATE messages SET content_enc = (SELECT content_enc FROM messages"
+                f" WHERE id = {first_message(mine)}) WHERE id = {first_message(target)}"
+            )
+        conn.execute(
+            "UPDATE conversations SET title_enc = (SELECT title_enc FROM conversations"
+            " WHERE id = %s) WHERE id = %s", (mine, theirs),
+        )  # fmt: skip
+        moved = new_conversation(alice, "Alice's moved")
+        assert events(ask(alice, moved, UNCOVERED))[-1][0] == "done"
+        bob_id = conn.execute(
+            "SELECT user_id FROM conversations WHERE id = %s", (theirs,)
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE conversations SET user_id = %s WHERE id = %s", (bob_id, moved))
+
+    caplog.clear()
+    # the app's start replaced the root logger's handlers (app.main.configure_logging)
+    logging.getLogger().addHandler(caplog.handler)
+    seen = bob.get(f"{API}/{theirs}").json()
+    assert seen["title"] == service.UNREADABLE
+    assert seen["messages"][0]["content"] == service.UNREADABLE
+    assert seen["messages"][1]["content"] != service.UNREADABLE  # Bob's answer is his
+    given = bob.get(f"{API}/{moved}").json()
+    assert given["title"] == service.UNREADABLE
+    assert {m["content"] for m in given["messages"]} == {service.UNREADABLE}
+    own = alice.get(f"{API}/{other_of_mine}").json()
+    assert own["messages"][0]["content"] == service.UNREADABLE
+    assert alice.get(f"{API}/{mine}").json()["messages"][0]["content"] == secret
+    logging.getLogger().removeHandler(caplog.handler)
+    # the log names the column and the row, never the text
+    logged = [r.getMessage() for r in caplog.records if "does not decrypt" in r.getMessage()]
+    assert any(f"conversations.title_enc {theirs}" in line for line in logged), logged
+    assert any(line.startswith("a stored value does not decrypt: messages.content_enc ")
+               for line in logged)  # fmt: skip
+    assert not any(secret in line or "Alice's" in line for line in logged)
+    done_with(alice)
+    done_with(bob)
 
 
 # -- access -----------------------------------------------------------------------------------

@@ -367,7 +367,7 @@ def test_failed_ingestion_records_a_short_error(admin: TestClient, settings: Set
     version_id = response.json()["latest"]["id"]
     with psycopg.connect(conninfo(settings)) as conn:  # the stored file is damaged
         conn.execute(
-            "UPDATE document_versions SET content_enc = %s WHERE id = %s", (b"CE1xx", version_id)
+            "UPDATE document_versions SET content_enc = %s WHERE id = %s", (b"CE2xx", version_id)
         )
     assert process(admin, settings, version_id) == "failed"
     latest = admin.get(f"{API}/{response.json()['id']}").json()["latest"]

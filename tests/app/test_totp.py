@@ -166,7 +166,7 @@ def test_enrol_sign_in_replay_and_reset(
         # the column holds the envelope-encrypted secret, bound to this user
         blob, last_step = stored(settings, name)
         assert blob is not None and last_step is None
-        assert blob.startswith(b"CE1") and secret not in blob
+        assert blob.startswith(b"CE2") and secret not in blob
         assert totp.base32(secret).encode() not in blob
         assert cipher_for(settings).decrypt(blob, totp.aad(user_id)) == secret
         with pytest.raises(DecryptionError):

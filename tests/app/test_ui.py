@@ -8,6 +8,8 @@ people of the appliance each do their job through the pages only:
 - a knowledge-base admin signs in and uploads a guideline, and watches it get ready;
 - a clinician asks about it and reads a streamed answer whose citation opens the
   cited passage; a page left idle leaves the screen when the session times out;
+- a clinician reports an answer (thumbs down, a category, a comment) and an admin
+  finds it in the feedback queue and marks it reviewed;
 - an auditor finds those events in the audit trail and verifies the chain;
 - a local (break-glass) account signs in with its authentication code.
 
@@ -31,14 +33,15 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from app.chat.prompt import NOT_FOUND
 from app.kb.worker import run_worker
 from app.settings import Settings
 from tests.app.conftest import enrol_totp
 from tests.app.data.kbdb import isolated_settings
 from tests.app.live import live_app
-from tests.app.test_chat import COVERED, GUIDELINE, use
+from tests.app.test_chat import COVERED, GUIDELINE, UNCOVERED, use
 from tests.services.postgres import PrivatePostgres
 
 CHROMIUM = "/usr/bin/chromium"
@@ -185,6 +188,55 @@ def test_clinician_reads_a_streamed_cited_answer(
     # The conversation is kept: reloading shows the answer with its citation.
     browser.refresh()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, f"{answer} a.cite")))
+    assert console_errors(browser) == []
+
+
+def test_a_reported_answer_reaches_the_admins_queue(
+    browser: WebDriver,
+    live: str,
+    ldap_server,  # noqa: ANN001
+) -> None:
+    sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+    browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
+    question = wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+    question.send_keys(UNCOVERED)  # the fixed not-found answer: no model call
+    browser.find_element(By.ID, "ask-button").click()
+    # the thumbs come with the streamed answer's done event
+    answer = ".message.assistant"
+    down = wait(browser).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, f"{answer} .feedback-down"))
+    )
+    assert down.accessible_name == "Report a problem"
+    up = browser.find_element(By.CSS_SELECTOR, f"{answer} .feedback-up")
+    assert up.accessible_name == "Helpful"
+    down.click()
+    form = f"{answer} .feedback-form"
+    select = (By.CSS_SELECTOR, f"{form} select")
+    category = wait(browser).until(ec.visibility_of_element_located(select))
+    assert down.get_attribute("aria-expanded") == "true"
+    Select(category).select_by_value("outdated_policy")
+    comment = f"Synthetic UI comment {uuid.uuid4().hex[:8]}"
+    browser.find_element(By.CSS_SELECTOR, f"{form} textarea").send_keys(comment)
+    browser.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+    status = (By.CSS_SELECTOR, f"{answer} .feedback-status")
+    wait(browser).until(ec.text_to_be_present_in_element(status, "sent for review"))
+    assert down.get_attribute("aria-pressed") == "true"
+    assert console_errors(browser) == []
+
+    sign_in(browser, live, "admin1", ldap_server.users["admin1"])
+    browser.find_element(By.LINK_TEXT, "Feedback").click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "article.feedback-item")))
+    (item,) = [i for i in browser.find_elements(By.CSS_SELECTOR, "article.feedback-item")
+               if comment in i.text]  # fmt: skip
+    for shown in ("Thumbs down", "Outdated policy", UNCOVERED, NOT_FOUND, "clin1"):
+        assert shown in item.text, shown
+    item.find_element(By.CSS_SELECTOR, "form.review button[type=submit]").click()
+    # back on the open queue, without it
+    wait(browser).until(ec.staleness_of(item))
+    assert comment not in browser.find_element(By.TAG_NAME, "main").text
+    browser.get(f"{live}/admin/feedback?status=reviewed")
+    assert comment in browser.find_element(By.TAG_NAME, "main").text
+    assert "Reviewed by admin1" in browser.find_element(By.TAG_NAME, "main").text
     assert console_errors(browser) == []
 
 

@@ -11,7 +11,7 @@ def test_every_role_file_parses_and_known_controls_are_found() -> None:
     controls = role_controls()
     assert {"5.1.20", "CLINCHAT-SSH-1", "KRNL-6000", "6.2.1.2", "1.5.1"} <= controls["harden"]
     assert {"2.3.3.1", "2.3.3.3", "1.2.1.2"} <= controls["base"]
-    assert {f"CLINCHAT-APP-{n}" for n in (1, 2, 3, 4)} <= controls["app"]
+    assert {f"CLINCHAT-APP-{n}" for n in (1, 2, 3, 4, 5)} <= controls["app"]
     # A HIPAA-only task is a control of its own, named by its role's prefix and title.
     assert (
         "PostgreSQL: Ensure pg_hba admits only the app hosts, over TLS, with a SCRAM password"
@@ -37,6 +37,7 @@ def test_the_app_controls_are_audit_probes_with_hipaa_specs() -> None:
     assert "164.312.a.2.iii" in specs["CLINCHAT-APP-2"]
     assert "164.312.a.2.iv" in specs["CLINCHAT-APP-3"]
     assert specs["CLINCHAT-APP-4"] == {"164.312.e.1"}
+    assert specs["CLINCHAT-APP-5"] == {"164.312.b", "164.312.c.1"}
     assert all(" | AUDIT | " in task.name for task in tasks)
 
 

@@ -171,6 +171,54 @@ def test_a_sealed_vault_stops_the_play_naming_it_then_unseals_with_keys(
     assert wait_until(lambda: ready().json()["checks"]["vault"] == "up")
 
 
+def key_versions(column: str, table: str) -> set[str]:
+    """The transit key versions that wrap the data keys of a column's values."""
+    sql = (
+        f"SELECT DISTINCT substring(encode(substring({column} from 6 for 16), 'escape')"
+        f" from 'vault:(v[0-9]+):') FROM {table}"
+    )
+    out = ssh(DATA_HOST, f'runuser -u postgres -- psql -d clinchat -XAtc "{sql}"')
+    return set(out.split())
+
+
+def test_rotating_the_transit_key_rewraps_every_value_and_retires_the_old_versions(
+    converged: Path,
+) -> None:
+    question = f"Synthetic rotation drill question {secrets.token_hex(4)}"
+    with browser() as client:
+        me = sign_in(client, "clin1")
+        headers = {"X-CSRF-Token": me["csrf_token"]}
+        conversation = client.post(
+            "/api/v1/conversations", json={"title": "Rotation drill"}, headers=headers
+        ).json()["id"]
+        assert ask(client, conversation, question, headers)[-1][0] == "done"
+    before = key_versions("content_enc", "messages")
+    newest = int(vault_api("transit/keys/clinchat").json()["data"]["latest_version"])
+
+    recap, output = playbook(
+        "playbooks/rotate-secrets.yml", "-i", "inventories/lab", "--tags", "transit",
+        "-e", "rotate_transit_restart_apps=true",
+    )  # fmt: skip
+    assert not output.startswith("rc="), output
+    assert "ok: messages.content_enc: " in output and " 0 unreadable" in output
+    key = vault_api("transit/keys/clinchat").json()["data"]
+    assert key["latest_version"] == newest + 1
+    assert key["min_decryption_version"] == newest + 1  # every older version retired
+    for column, table in (("content_enc", "messages"), ("title_enc", "conversations"),
+                          ("content_enc", "document_versions")):  # fmt: skip
+        assert key_versions(column, table) == {f"v{newest + 1}"}, (table, before)
+    # A restarted app (no data key cached) reads the conversation back, and answers.
+    ssh(APP_HOST, "systemctl restart clinchat-app")
+    assert wait_until(lambda: ready().status_code == 200)
+    with browser() as client:
+        me = sign_in(client, "clin1")
+        read = client.get(f"/api/v1/conversations/{conversation}").json()
+        assert read["title"] == "Rotation drill"
+        assert read["messages"][0]["content"] == question
+        headers = {"X-CSRF-Token": me["csrf_token"]}
+        assert ask(client, conversation, question + " again", headers)[-1][0] == "done"
+
+
 def test_serving_down_chat_is_503_naming_it_and_the_documents_still_answer(
     policy_document: dict,
 ) -> None:

@@ -1,4 +1,5 @@
-// The chat page: ask, read the streamed answer (SSE over fetch), open cited passages.
+// The chat page: ask, read the streamed answer (SSE over fetch), open cited passages,
+// rate answers (thumbs up or down, a thumbs down with a category and a comment).
 // Loaded from 'self' (strict CSP). Everything from the server is written with
 // textContent, never as HTML.
 "use strict";
@@ -61,6 +62,93 @@ async function openChunk(chunkId) {
   } catch (error) {
     title.textContent = "Could not load the passage";
   }
+}
+
+// -- feedback on answers -------------------------------------------------------------
+
+// The thumbs under an answer that has just streamed in: a copy of the page's template
+// (only the conversation's owner has one), bound to the stored message's id.
+function feedbackControls(messageId) {
+  const template = document.getElementById("feedback-template");
+  if (!template || !messageId) return null;
+  const controls = template.content.firstElementChild.cloneNode(true);
+  controls.dataset.message = messageId;
+  return controls;
+}
+
+async function sendFeedback(controls, body) {
+  const chat = document.getElementById("chat");
+  const status = controls.querySelector(".feedback-status");
+  status.textContent = "Sending…";
+  const url =
+    "/api/v1/conversations/" + encodeURIComponent(chat.dataset.conversation) +
+    "/messages/" + encodeURIComponent(controls.dataset.message) + "/feedback";
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    status.textContent = "Not sent: the connection was lost.";
+    return false;
+  }
+  if (response.status === 401) {
+    window.location.reload(); // signed out (idle timeout): the sign-in page
+    return false;
+  }
+  if (!response.ok) {
+    status.textContent = "Not sent: " + (await errorText(response)) + ".";
+    return false;
+  }
+  controls.querySelector(".feedback-up").setAttribute("aria-pressed", String(body.rating === "up"));
+  controls.querySelector(".feedback-down").setAttribute("aria-pressed", String(body.rating === "down"));
+  status.textContent = body.rating === "up" ? "Thank you." : "Thank you: sent for review.";
+  return true;
+}
+
+function toggleFeedbackForm(controls, open) {
+  const form = controls.querySelector(".feedback-form");
+  form.hidden = !open;
+  controls.querySelector(".feedback-down").setAttribute("aria-expanded", String(open));
+  if (open) form.querySelector("select").focus();
+}
+
+function wireFeedback() {
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest(".feedback-up, .feedback-down");
+    if (!button) return;
+    const controls = button.closest(".feedback");
+    if (button.classList.contains("feedback-up")) {
+      toggleFeedbackForm(controls, false);
+      sendFeedback(controls, { rating: "up" });
+    } else {
+      toggleFeedbackForm(controls, controls.querySelector(".feedback-form").hidden);
+    }
+  });
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form.feedback-form");
+    if (!form) return;
+    event.preventDefault();
+    const controls = form.closest(".feedback");
+    const send = form.querySelector("button[type=submit]");
+    send.disabled = true;
+    try {
+      const sent = await sendFeedback(controls, {
+        rating: "down",
+        category: form.elements.category.value || null,
+        comment: form.elements.comment.value.trim() || null,
+      });
+      if (sent) {
+        form.reset();
+        toggleFeedbackForm(controls, false);
+      }
+    } finally {
+      send.disabled = false;
+    }
+  });
 }
 
 // -- the event stream ----------------------------------------------------------------
@@ -147,6 +235,8 @@ async function ask(chat, question, status) {
     } else if (name === "done") {
       if (!data.grounded) answer.item.append(el("p", "muted", "No document covered this question."));
       answer.item.append(el("p", "disclaimer", data.disclaimer || answer.disclaimer));
+      const controls = feedbackControls(data.message_id);
+      if (controls) answer.item.append(controls);
       status.textContent = "";
     } else if (name === "error") {
       answer.item.append(el("p", "error", data.message));
@@ -186,6 +276,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const form = document.getElementById("ask");
   if (!form) return; // read-only (break-glass view of another clinician's conversation)
+  wireFeedback();
   const box = document.getElementById("question");
   const button = document.getElementById("ask-button");
   const status = document.getElementById("ask-status");

@@ -19,8 +19,11 @@ from app.settings import EncryptionMode, Settings
 from tests.services.postgres import PrivatePostgres
 
 
-def isolated_settings(base: Settings, postgres: PrivatePostgres, **update: object) -> Settings:
-    """A migrated database and queue of their own; Vault keys once app/vault_keys.py exists."""
+def isolated_settings(
+    base: Settings, postgres: PrivatePostgres, revision: str = "head", **update: object
+) -> Settings:
+    """A database migrated to ``revision`` and a queue of their own; Vault keys once
+    app/vault_keys.py exists."""
     from app import migrate
 
     name = f"kb_{uuid.uuid4().hex[:10]}"
@@ -41,7 +44,7 @@ def isolated_settings(base: Settings, postgres: PrivatePostgres, **update: objec
             **update,
         }
     )
-    migrate.upgrade(settings)
+    migrate.upgrade(settings, revision)
     return settings
 
 
