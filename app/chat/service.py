@@ -647,6 +647,7 @@ async def reply_events(
                 },
             )
             await db.commit()
+            title = await _title_now(db, settings, conversation_id, owner_id)
     except Exception as exc:  # noqa: BLE001 - the stream has begun: report, do not raise
         down = _down_name(exc)
         log.error("conversation %s: answer not stored (%s)", conversation_id, type(exc).__name__)
@@ -668,8 +669,30 @@ async def reply_events(
             "finish_reason": answer.finish_reason,
             "usage": answer.usage.as_dict(),
             "disclaimer": settings.disclaimer,
+            "title": title,
         },
     )
+
+
+async def _title_now(
+    db: AsyncSession, settings: Settings, conversation_id: uuid.UUID, owner_id: uuid.UUID
+) -> str | None:
+    """The conversation's title as stored now, for the asker's page (the first question
+    names the conversation: ``add_question``); None if it cannot be read just now, which
+    the stored answer does not depend on."""
+    try:
+        blob = await db.scalar(
+            select(Conversation.title_enc).where(Conversation.id == conversation_id)
+        )
+        if blob is None:
+            return None
+        (title,) = await decrypt_all(
+            settings, [(blob, CONVERSATION_TITLE.aad(conversation_id, owner_id))]
+        )
+    except Exception as exc:  # noqa: BLE001 - the answer is stored: done without a title
+        log.warning("conversation %s: title not read (%s)", conversation_id, type(exc).__name__)
+        return None
+    return title
 
 
 def _down_name(exc: Exception) -> str:

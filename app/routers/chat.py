@@ -4,7 +4,8 @@
 
 - ``sources``: ``{"sources": [citation, ...], "grounded": bool}``, always first;
 - ``delta``: ``{"text": "..."}``, pieces of the answer as they are generated;
-- ``done``: ``{"message_id", "grounded", "model", "finish_reason", "usage", "disclaimer"}``;
+- ``done``: ``{"message_id", "grounded", "model", "finish_reason", "usage", "disclaimer",
+  "title"}`` (the conversation's title now: the first question names it; null if unread);
 - ``error``: ``{"message", "code"}`` if the serving fails midway (nothing is stored then).
 
 The serving is asked before the stream starts: when it is down the answer is a
@@ -236,7 +237,8 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {
                 "example": 'event: sources\ndata: {"sources": [...], "grounded": true}\n\n'
                 'event: delta\ndata: {"text": "Give antibiotics within one hour [1]."}\n\n'
-                'event: done\ndata: {"message_id": "...", "usage": {...}, "disclaimer": "..."}'
+                'event: done\ndata: {"message_id": "...", "usage": {...}, "disclaimer": "...",'
+                ' "title": "..."}'
             }
         },
     },

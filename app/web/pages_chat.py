@@ -2,9 +2,12 @@
 
 ``GET /`` is every signed-in user's landing page: clinicians see their
 conversations, other roles a link to their own area. The chat page renders the
-stored messages; static/chat.js posts questions to the API and shows the
-streamed answer, its citations (opened from GET /api/v1/chunks/{id}) and the
-disclaimer. Under each answer of one's own conversation: thumbs up and down
+stored messages as escaped text; static/markdown.js shows an answer's markdown (as
+elements and text nodes, never HTML from the model) and static/chat.js posts
+questions to the API and shows the streamed answer, its citations (opened from GET
+/api/v1/chunks/{id}), the disclaimer and a "Copy answer" button, keeps the answer's
+end in view above the question box and takes the conversation's new title from the
+stream's ``done`` event. Under each answer of one's own conversation: thumbs up and down
 (app/chat/feedback.py), sent by static/chat.js. Forms post with the session's
 ``csrf_token`` field.
 """

@@ -3,6 +3,9 @@
 Forms post multipart with the session's ``csrf_token`` field; a refused upload
 re-renders the library with the reason and the refusal's 4xx status. Progress of
 queued versions is polled by static/documents.js from GET /api/v1/documents/{id}.
+Each row's file input and buttons name its document (to a screen reader too), and
+its PHI badge the types the detector found (their counts in the tooltip and in
+visually hidden text).
 """
 
 import uuid
@@ -34,14 +37,18 @@ async def library(
 ) -> HTMLResponse:
     documents = await store.list_documents(db)
     live = await store.live_versions(db)
-    rows = [
-        {
-            "document": document,
-            "latest": max(document.versions, key=lambda v: v.version, default=None),
-            "live": live.get(document.id),
-        }
-        for document in documents
-    ]
+    rows = []
+    for document in documents:
+        latest = max(document.versions, key=lambda v: v.version, default=None)
+        rows.append(
+            {
+                "document": document,
+                "latest": latest,
+                "live": live.get(document.id),
+                # the PHI types the latest version holds, by name, with their counts
+                "phi": sorted((latest.phi_types or {}).items()) if latest else [],
+            }
+        )
     return render(
         request,
         "documents.html",

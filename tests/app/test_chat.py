@@ -622,7 +622,10 @@ def test_home_and_chat_pages(
     assert created.status_code == 303 and created.headers["location"].startswith("/c/")
     conversation = created.headers["location"].removeprefix("/c/")
     client.headers["X-CSRF-Token"] = csrf
-    assert events(ask(client, conversation, COVERED))[-1][0] == "done"
+    done = events(ask(client, conversation, COVERED))[-1]
+    # the first question named the conversation: the done event says so (for the heading)
+    assert done[0] == "done" and done[1]["title"] == COVERED
+    assert events(ask(client, conversation, UNCOVERED))[-1][1]["title"] == COVERED
     client.headers.pop("X-CSRF-Token")
 
     home = client.get("/")
@@ -636,11 +639,18 @@ def test_home_and_chat_pages(
     assert COVERED in page.text and settings.disclaimer in page.text
     assert 'class="cite"' in page.text and "Zorbexine infusion guideline" in page.text
     assert f'data-conversation="{conversation}"' in page.text and "/static/chat.js" in page.text
+    # answers are shown as markdown by markdown.js from their text (escaped here)
+    assert '<div class="message-content markdown">' in page.text
+    assert page.text.index("/static/markdown.js") < page.text.index("/static/chat.js")
     assert 'id="chunk-dialog"' in page.text
     no_inline_script_or_style(page.text)
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
     assert client.get("/static/chat.js").status_code == 200
     assert client.get("/static/chat.css").status_code == 200
+    # a guard rail; tests/app/test_ui.py shows model HTML staying text in Chromium
+    for script in ("chat.js", "markdown.js"):
+        source = client.get(f"/static/{script}").text
+        assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", source)
 
     assert client.get(f"/c/{uuid.uuid4()}").status_code == 404
     deleted = client.post(

@@ -311,7 +311,14 @@ def test_phi_is_flagged_and_counted(admin: TestClient, settings: Settings) -> No
     assert latest["phi_types"]["MRN"] >= 1
     assert mrn_count() >= before + 1
     page = admin.get("/documents")
-    assert re.search(r'class="badge danger" title="[^"]*MRN: 1', page.text)
+    # the badge names the types it found, with their counts in its tooltip and to a
+    # screen reader (visually hidden text)
+    row = page.text.split(f'data-document-id="{response.json()["id"]}"')[1].split("</tr>")[0]
+    badge = re.search(r'class="badge danger phi-badge" title="([^"]*)">(.*?)</span>\s*</td>', row)
+    assert badge, page.text
+    assert "MRN: 1" in badge[1] and "NAME: 1" in badge[1]
+    shown = re.sub(r"<[^>]+>", "", badge[2])
+    assert shown.startswith("PHI: ") and "MRN (1)" in shown and "NAME (1)" in shown
     # the audit event holds counts, never the text
     with psycopg.connect(conninfo(settings)) as conn:
         detail = conn.execute(
@@ -579,6 +586,15 @@ def test_library_page_upload_with_form_csrf(admin: TestClient, settings: Setting
         admin.headers["X-CSRF-Token"] = token
     page = admin.get("/documents")
     assert "From page" in page.text and 'data-poll="yes"' in page.text
+    # every file input is labelled: the upload form's by its label, each new version's
+    # by a label naming its document
+    inputs = re.findall(r"<input[^>]*type=\"file\"[^>]*>", page.text)
+    labelled = set(
+        re.findall(r'<label class="visually-hidden" for="([^"]+)">New version of ', page.text)
+    )
+    ids = [m[1] for i in inputs if (m := re.search(r'id="([^"]+)"', i))]
+    assert len(ids) == len(inputs) - 1 and set(ids) == labelled  # the upload form: <label>File
+    assert 'class="danger">Retire<' in page.text  # destructive: styled apart from upload
 
 
 def test_library_page_retire_form(admin: TestClient, settings: Settings) -> None:

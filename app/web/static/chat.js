@@ -1,5 +1,6 @@
 // The chat page: ask, read the streamed answer (SSE over fetch), open cited passages,
-// rate answers (thumbs up or down, a thumbs down with a category and a comment).
+// rate answers (thumbs up or down, a thumbs down with a category and a comment), copy
+// an answer. Answers show their markdown through markdown.js (elements and text nodes).
 // Loaded from 'self' (strict CSP). Everything from the server is written with
 // textContent, never as HTML.
 "use strict";
@@ -62,6 +63,63 @@ async function openChunk(chunkId) {
   } catch (error) {
     title.textContent = "Could not load the passage";
   }
+}
+
+// -- answers: markdown, copy, in view -------------------------------------------------
+
+const answerTexts = new WeakMap(); // an answer's .message-content -> its text as written
+
+function showAnswer(content, text) {
+  answerTexts.set(content, text);
+  content.replaceChildren(window.clinchatMarkdown.render(text));
+}
+
+// "Copy answer" and its status, after the answer's disclaimer (before its thumbs).
+function addCopy(item) {
+  const disclaimer = item.querySelector(".disclaimer");
+  if (!disclaimer || item.querySelector(".copy-answer")) return;
+  const tools = el("div", "answer-tools");
+  const button = el("button", "secondary copy-answer", "Copy answer");
+  button.type = "button";
+  const status = el("span", "copy-status muted");
+  status.setAttribute("role", "status");
+  tools.append(button, status);
+  disclaimer.after(tools);
+}
+
+async function copyAnswer(button) {
+  const item = button.closest(".message");
+  const content = item.querySelector(".message-content");
+  const status = item.querySelector(".copy-status");
+  const text = answerTexts.has(content) ? answerTexts.get(content) : content.textContent;
+  status.textContent = "";
+  try {
+    await navigator.clipboard.writeText(window.clinchatMarkdown.plain(text));
+    status.textContent = "Copied";
+  } catch (error) {
+    // no clipboard (a page not served over https) or no permission
+    status.textContent = "Not copied: select the text and copy it.";
+  }
+}
+
+// The bottom of the space above the question box, which stays at the foot of the screen.
+function visibleBottom() {
+  const form = document.getElementById("ask");
+  return (form ? form.getBoundingClientRect().top : window.innerHeight) - 8;
+}
+
+// Scroll so that the end of `item` sits just above the question box.
+function reveal(item) {
+  const hidden = item.getBoundingClientRect().bottom - visibleBottom();
+  if (hidden > 0) window.scrollBy(0, Math.ceil(hidden));
+}
+
+// Change `item`, and keep its end in view if it was (a reader following the answer);
+// one who has scrolled away to read something else is left there.
+function following(item, change) {
+  const inView = item.getBoundingClientRect().bottom <= visibleBottom() + 40;
+  change();
+  if (inView) reveal(item);
 }
 
 // -- feedback on answers -------------------------------------------------------------
@@ -173,10 +231,18 @@ function takeEvents(buffer, onEvent) {
 function assistantItem(chat) {
   const item = el("li", "message assistant");
   item.append(el("div", "message-role muted", "ClinChat"));
-  const content = el("div", "message-content");
+  const content = el("div", "message-content markdown");
   item.append(content);
   document.getElementById("messages").append(item);
   return { item, content, disclaimer: chat.dataset.disclaimer || "" };
+}
+
+// The conversation's title as the server has it now (the first question names it).
+function showTitle(title) {
+  const heading = document.getElementById("conversation-title");
+  if (typeof title !== "string" || !title || !heading || heading.textContent === title) return;
+  heading.textContent = title;
+  document.title = title + " · ClinChat";
 }
 
 async function errorText(response) {
@@ -198,6 +264,7 @@ async function ask(chat, question, status) {
   const answer = assistantItem(chat);
   const cursor = el("span", "typing", "…");
   answer.content.append(cursor);
+  reveal(answer.item);
   status.textContent = "Searching the documents…";
 
   const response = await fetch(
@@ -220,6 +287,7 @@ async function ask(chat, question, status) {
   if (!response.ok || !response.body) {
     cursor.remove();
     answer.item.append(el("p", "error", "Not answered: " + (await errorText(response)) + "."));
+    reveal(answer.item);
     status.textContent = "";
     return false;
   }
@@ -228,18 +296,24 @@ async function ask(chat, question, status) {
   const onEvent = (name, data) => {
     if (name === "sources") {
       status.textContent = data.grounded ? "Answering from " + data.sources.length + " passages…" : "";
-      if (data.sources.length) answer.item.append(citationList(data.sources));
+      if (data.sources.length) {
+        following(answer.item, () => answer.item.append(citationList(data.sources)));
+      }
     } else if (name === "delta") {
       text += data.text;
-      answer.content.textContent = text;
+      following(answer.item, () => showAnswer(answer.content, text));
     } else if (name === "done") {
       if (!data.grounded) answer.item.append(el("p", "muted", "No document covered this question."));
       answer.item.append(el("p", "disclaimer", data.disclaimer || answer.disclaimer));
+      addCopy(answer.item);
       const controls = feedbackControls(data.message_id);
       if (controls) answer.item.append(controls);
       status.textContent = "";
+      showTitle(data.title);
+      reveal(answer.item); // the whole answer: its citations, disclaimer and buttons
     } else if (name === "error") {
       answer.item.append(el("p", "error", data.message));
+      reveal(answer.item);
       status.textContent = "";
     }
   };
@@ -272,6 +346,17 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!link) return;
     event.preventDefault();
     openChunk(link.dataset.chunk);
+  });
+
+  // Stored answers: their markdown shown, a copy button under each.
+  document.querySelectorAll(".message.assistant").forEach((item) => {
+    const content = item.querySelector(".message-content.markdown");
+    if (content) showAnswer(content, content.textContent);
+    addCopy(item);
+  });
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("button.copy-answer");
+    if (button) copyAnswer(button);
   });
 
   const form = document.getElementById("ask");
