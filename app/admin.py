@@ -310,23 +310,16 @@ def reindex(settings: Settings, _: argparse.Namespace) -> int:
 
 def rewrap(settings: Settings, _: argparse.Namespace) -> int:
     """Re-encrypt every encrypted value with a fresh data key (after a key rotation)."""
-    from sqlalchemy import create_engine, pool
-
     from app.audit import record
     from app.crypto import new_cipher
-    from app.db import conninfo, sessionmaker
+    from app.db import sessionmaker, sync_engine
     from app.kb.worker import ADMIN_CLI
     from app.sealed import COLUMNS
     from app.sealed import rewrap as rewrap_column
 
     cipher = new_cipher(settings)  # not the process's: its data key is new
-    engine = create_engine(
-        "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(conninfo(settings)),
-        poolclass=pool.NullPool,
-    )
     done = []
-    with engine.connect() as conn:
+    with sync_engine(settings).connect() as conn:
         for column in COLUMNS:
             done.append(rewrap_column(conn, cipher, column, commit=conn.commit))
             print(f"ok: {done[-1].line()}")

@@ -11,6 +11,7 @@ from typing import Annotated
 import psycopg
 from fastapi import Depends
 from psycopg.conninfo import make_conninfo
+from sqlalchemy import Engine, NullPool, create_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -52,6 +53,14 @@ def _engine(settings: Settings, owner: bool) -> AsyncEngine:
         max_overflow=settings.db_pool_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
+    )
+
+
+def sync_engine(settings: Settings, owner: bool = False) -> Engine:
+    """A synchronous engine without a pool, for one-off work (migrations, rewrap)."""
+    info = conninfo(settings, owner)
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(info), poolclass=NullPool
     )
 
 

@@ -25,15 +25,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio.to_thread
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.audit import record
 from app.auth.principal import Principal
-from app.chat.service import UNREADABLE, ConversationNotFound, decrypt_all, get_conversation
-from app.crypto import cipher_for
+from app.chat.service import (
+    UNREADABLE,
+    ConversationNotFound,
+    decrypt_all,
+    encrypt,
+    get_conversation,
+)
 from app.metrics import FEEDBACK
 from app.models import Feedback, FeedbackCategory, FeedbackStatus, Message, Rating, User
 from app.sealed import (
@@ -75,11 +79,6 @@ def clean_text(value: str | None) -> str | None:
     if any(ch in _CONTROL for ch in value):
         raise ValueError("control characters are not allowed")
     return value.strip() or None
-
-
-async def _seal(settings: Settings, text: str, aad: bytes) -> bytes:
-    # Vault may be asked for a data key: keep the event loop free meanwhile.
-    return await anyio.to_thread.run_sync(cipher_for(settings).encrypt_text, text, aad)
 
 
 # -- giving feedback -------------------------------------------------------------------
@@ -156,11 +155,11 @@ async def give(
         )
     )
     feedback_id = existing.id if existing is not None else uuid.uuid4()
-    snapshot_enc = await _seal(
+    snapshot_enc = await encrypt(
         settings, json.dumps(snapshot), FEEDBACK_SNAPSHOT.aad(feedback_id, principal.user_id)
     )
     comment_enc = (
-        await _seal(settings, comment, FEEDBACK_COMMENT.aad(feedback_id, principal.user_id))
+        await encrypt(settings, comment, FEEDBACK_COMMENT.aad(feedback_id, principal.user_id))
         if comment
         else None
     )
@@ -343,7 +342,7 @@ async def review(
         raise FeedbackNotFound()
     again = feedback.status == FeedbackStatus.reviewed
     feedback.review_note_enc = (
-        await _seal(settings, note, FEEDBACK_REVIEW_NOTE.aad(feedback.id, feedback.user_id))
+        await encrypt(settings, note, FEEDBACK_REVIEW_NOTE.aad(feedback.id, feedback.user_id))
         if note
         else None
     )

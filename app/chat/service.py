@@ -254,8 +254,9 @@ async def _open(
 # -- storage -----------------------------------------------------------------------------
 
 
-async def _encrypt(settings: Settings, text: str, aad: bytes) -> bytes:
-    # Vault may be asked for a data key: keep the event loop free meanwhile.
+async def encrypt(settings: Settings, text: str, aad: bytes) -> bytes:
+    """``text`` encrypted, bound by ``aad`` (app/sealed.py); Vault may be asked for a
+    data key, so off the event loop."""
     return await anyio.to_thread.run_sync(cipher_for(settings).encrypt_text, text, aad)
 
 
@@ -306,7 +307,7 @@ async def create_conversation(
     conversation = Conversation(
         id=conversation_id,
         user_id=principal.user_id,
-        title_enc=await _encrypt(
+        title_enc=await encrypt(
             settings,
             title or DEFAULT_TITLE,
             CONVERSATION_TITLE.aad(conversation_id, principal.user_id),
@@ -534,7 +535,7 @@ async def add_message(
         id=message_id,
         conversation_id=conversation_id,
         role=role,
-        content_enc=await _encrypt(
+        content_enc=await encrypt(
             settings, content, MESSAGE_CONTENT.aad(message_id, conversation_id, owner_id)
         ),
         citations=[c.stored() for c in citations],
@@ -573,7 +574,7 @@ async def add_question(
     (title,) = await decrypt_all(settings, [_title(conversation)])
     if title == DEFAULT_TITLE:
         aad = CONVERSATION_TITLE.aad(conversation.id, conversation.user_id)
-        conversation.title_enc = await _encrypt(settings, new_title(question), aad)
+        conversation.title_enc = await encrypt(settings, new_title(question), aad)
     message = await add_message(
         db,
         settings,

@@ -111,27 +111,15 @@ def fill(settings: Settings, legacy: bool = False) -> dict[str, uuid.UUID]:
 
 
 def stored(settings: Settings, ids: dict[str, uuid.UUID]) -> dict[str, bytes]:
+    """Each value of ``fill``'s rows as it is in the database now, by column."""
+    rows = bound(ids)
     with psycopg.connect(conninfo(settings)) as conn:
-        feedback = {
+        return {
             column.name: conn.execute(
-                f"SELECT {column.column} FROM feedback WHERE id = %s", (ids["feedback"],)
+                f"SELECT {column.column} FROM {column.table} WHERE id = %s",
+                (rows[column.name][0],),
             ).fetchone()[0]  # type: ignore[index]
-            for column in FEEDBACK_COLUMNS
-            if "feedback" in ids
-        }
-        return feedback | {
-            TOTP_SECRET.name: conn.execute(
-                "SELECT totp_secret_enc FROM users WHERE id = %s", (ids["user"],)
-            ).fetchone()[0],  # type: ignore[index]
-            CONVERSATION_TITLE.name: conn.execute(
-                "SELECT title_enc FROM conversations WHERE id = %s", (ids["conversation"],)
-            ).fetchone()[0],  # type: ignore[index]
-            MESSAGE_CONTENT.name: conn.execute(
-                "SELECT content_enc FROM messages WHERE id = %s", (ids["message"],)
-            ).fetchone()[0],  # type: ignore[index]
-            DOCUMENT_FILE.name: conn.execute(
-                "SELECT content_enc FROM document_versions WHERE id = %s", (ids["version"],)
-            ).fetchone()[0],  # type: ignore[index]
+            for column in present(ids)
         }
 
 

@@ -196,6 +196,14 @@ def store_exchange(settings: Settings, conversation_id: str, question: str, answ
     asyncio.run(go())
 
 
+def upload_on_page(browser: WebDriver, title: str, source: Path) -> None:
+    """Fill the documents page's upload form with ``title`` and ``source``, and send it."""
+    form = "form[action='/documents/upload']"
+    browser.find_element(By.NAME, "title").send_keys(title)
+    browser.find_element(By.CSS_SELECTOR, f"{form} input[type=file]").send_keys(str(source))
+    browser.find_element(By.CSS_SELECTOR, f"{form} button").click()
+
+
 def test_admin_uploads_a_guideline_and_sees_it_ready(
     browser: WebDriver,
     live: str,
@@ -206,10 +214,7 @@ def test_admin_uploads_a_guideline_and_sees_it_ready(
     browser.get(f"{live}/documents")
     source = tmp_path / "zorbexine.md"
     source.write_text(GUIDELINE)
-    browser.find_element(By.NAME, "title").send_keys("Zorbexine infusion guideline")
-    browser.find_element(By.CSS_SELECTOR, "form[action='/documents/upload'] input[type=file]")\
-        .send_keys(str(source))  # fmt: skip
-    browser.find_element(By.CSS_SELECTOR, "form[action='/documents/upload'] button").click()
+    upload_on_page(browser, "Zorbexine infusion guideline", source)
     row = "tr[data-document-id]"
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, row)))
     assert "Zorbexine infusion guideline" in browser.find_element(By.CSS_SELECTOR, row).text
@@ -503,10 +508,7 @@ def test_the_library_names_its_inputs_and_the_phi_it_found(
     browser.get(f"{live}/documents")
     source = tmp_path / "summary.txt"
     source.write_text(kbdocs.PHI_TXT)
-    browser.find_element(By.NAME, "title").send_keys("Synthetic discharge summary")
-    upload = "form[action='/documents/upload']"
-    browser.find_element(By.CSS_SELECTOR, f"{upload} input[type=file]").send_keys(str(source))
-    browser.find_element(By.CSS_SELECTOR, f"{upload} button").click()
+    upload_on_page(browser, "Synthetic discharge summary", source)
     wait(browser).until(ec.url_contains("uploaded=1"))
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-document-id]")
     assert len(rows) >= 2
@@ -523,7 +525,7 @@ def test_the_library_names_its_inputs_and_the_phi_it_found(
     assert badge.get_attribute("title") == "MRN: 1, NAME: 1, PHONE: 1"
     # retiring looks unlike uploading
     retire = row.find_element(By.CSS_SELECTOR, "form.retire button")
-    upload_button = browser.find_element(By.CSS_SELECTOR, f"{upload} button")
+    upload_button = browser.find_element(By.CSS_SELECTOR, "form[action='/documents/upload'] button")
     assert retire.value_of_css_property("background-color") != \
         upload_button.value_of_css_property("background-color")  # fmt: skip
     assert console_errors(browser) == []
