@@ -378,7 +378,8 @@ def users(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"ok: {report.checked} directory users checked; disabled: "
             f"{', '.join(report.disabled) or '-'}; new roles: "
-            f"{', '.join(report.roles_changed) or '-'}; ambiguous: "
+            f"{', '.join(report.roles_changed) or '-'}; new groups: "
+            f"{', '.join(report.groups_changed) or '-'}; ambiguous: "
             f"{', '.join(report.ambiguous) or '-'}"
         )
         return OK

@@ -61,6 +61,9 @@ class User(Base):
     source: Mapped[str] = mapped_column(String(16))  # "ldap" or "local"
     password_hash: Mapped[str | None] = mapped_column(Text)  # argon2id, local users only
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+    # the directory groups (normalised DNs) at the last sign-in or sync: they decide
+    # which collections the user reads and manages (app/kb/collections.py)
+    directory_groups: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -86,6 +89,8 @@ class Document(Base):
     __tablename__ = "documents"
     id: Mapped[uuid.UUID] = _uuid()
     title: Mapped[str] = mapped_column(String(512))
+    # the knowledge base it belongs to (settings.collections, app/kb/collections.py)
+    collection: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.active)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = _created()
@@ -147,6 +152,8 @@ class Chunk(Base):
     )
     # Denormalised so retrieval filters without joins: true only for the searched version.
     searchable: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    # Denormalised from the document, so retrieval keeps to the readable collections.
+    collection: Mapped[str] = mapped_column(String(64))
 
 
 class Conversation(Base):

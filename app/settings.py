@@ -10,12 +10,13 @@ features that need it answer 503 naming it, and readiness reports it.
 """
 
 import os
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +33,27 @@ class EncryptionMode(StrEnum):
 class EmbeddingBackend(StrEnum):
     local = "local"  # all-MiniLM-L6-v2 in this process, from a local directory
     serving = "serving"  # the serving's POST /v1/embeddings
+
+
+COLLECTION_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+EVERYONE = "*"  # in a collection's readers: every signed-in user
+
+
+class CollectionSpec(BaseModel):
+    """One knowledge base: who reads it and who manages its documents (app/kb/collections.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=128)
+    readers: list[str] = Field(
+        default_factory=list, description='directory group DNs; "*": everyone signed in'
+    )
+    managers: list[str] = Field(
+        default_factory=list, description="directory group DNs whose members manage it"
+    )
+
+
+def _default_collections() -> dict[str, CollectionSpec]:
+    return {"hospital-wide": CollectionSpec(name="Hospital-wide", readers=[EVERYONE])}
 
 
 def _credentials_dir() -> Path | None:
@@ -124,6 +146,13 @@ class Settings(BaseSettings):
     retrieval_min_similarity: float = Field(0.25, ge=-1, le=1)
     retrieval_min_coverage: float = Field(1.0, ge=0, le=1)
     ingest_queue: str = "clinchat:ingest"
+    # Knowledge bases per department (app/kb/collections.py). JSON object in the
+    # environment: {"icu": {"name": "ICU", "readers": ["cn=icu,ou=groups,dc=h"],
+    # "managers": ["cn=icu-librarians,ou=groups,dc=h"]}, ...}
+    collections: dict[str, CollectionSpec] = Field(default_factory=_default_collections)
+    default_collection: str = Field(
+        "hospital-wide", description="where uploads go when none is named; migrated documents"
+    )
 
     # Questions one worker answers at once (app/admission.py); past it: 503; 0: no bound.
     chat_max_in_flight: int = Field(16, ge=0, le=1000)
@@ -178,6 +207,42 @@ class Settings(BaseSettings):
         "ClinChat supports, and does not replace, clinical judgement. Check every answer "
         "against the cited source before acting on it."
     )
+
+    # -- branding (the pages' top bar and sign-in page) --------------------------------------
+    brand_name: str = Field(
+        "", max_length=120, description="the hospital's name beside ClinChat; empty: none"
+    )
+    brand_logo_path: Path | None = Field(
+        None,
+        description="the hospital's logo on the host (PNG, JPEG, WebP or SVG, at most 1 MiB),"
+        " served at /static/brand-logo; empty: none",
+    )
+
+    @field_validator("brand_logo_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _collections_named_well(self) -> Self:
+        for slug in self.collections:
+            if not COLLECTION_SLUG.fullmatch(slug):
+                raise ValueError(
+                    f"CLINCHAT_COLLECTIONS: {slug!r} is not a collection id"
+                    " (lower-case letters, digits and '-', at most 64)"
+                )
+        for slug, spec in self.collections.items():
+            if EVERYONE in spec.managers:
+                raise ValueError(
+                    f"CLINCHAT_COLLECTIONS: {slug!r} lists {EVERYONE!r} among its managers;"
+                    " managers are directory groups"
+                )
+        if self.default_collection not in self.collections:
+            raise ValueError(
+                f"CLINCHAT_DEFAULT_COLLECTION={self.default_collection!r} is not in"
+                " CLINCHAT_COLLECTIONS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_refuses_shortcuts(self) -> Self:

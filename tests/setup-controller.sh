@@ -56,4 +56,26 @@ done
 # cached under $CLINCHAT_CACHE, a no-op once built.
 bash "$here/services/build-pgvector.sh"
 
+# axe-core for the UI tests' accessibility checks (tests/app/test_ui.py injects
+# axe.min.js into each page): one pinned release from npm, its tarball checked against
+# the SHA-256 below, unpacked under $CLINCHAT_CACHE/axe-core/<version>; a no-op once there.
+axe_version=4.10.3
+axe_sha256=0f2b4d7dcdf7d1219df8d1959ad68e565f51d14c3f0d88bb71cd59abeb956292
+axe_dir="${CLINCHAT_CACHE:-/var/cache/clinchat}/axe-core/$axe_version"
+if [[ ! -s $axe_dir/axe.min.js ]]; then
+  command -v npm >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+  }
+  axe_tmp="$(mktemp -d)"
+  trap 'rm -rf "$axe_tmp"' EXIT
+  npm pack --silent --pack-destination "$axe_tmp" "axe-core@$axe_version" >/dev/null
+  echo "$axe_sha256  $axe_tmp/axe-core-$axe_version.tgz" | sha256sum --check --quiet
+  tar -xzf "$axe_tmp/axe-core-$axe_version.tgz" -C "$axe_tmp" package/axe.min.js package/LICENSE
+  mkdir -p "$axe_dir"
+  install -m 0644 "$axe_tmp/package/axe.min.js" "$axe_tmp/package/LICENSE" "$axe_dir/"
+  rm -rf "$axe_tmp"
+  trap - EXIT
+fi
+
 bash "$here/lab/setup.sh"

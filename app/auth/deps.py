@@ -23,6 +23,7 @@ from app.auth.lifecycle import user_active
 from app.auth.principal import Principal
 from app.auth.sessions import SessionStore, cookie_name
 from app.db import sessionmaker
+from app.kb.collections import access_for
 from app.models import Role
 from app.redis_client import redis_for
 from app.settings import Settings, get_settings
@@ -174,7 +175,29 @@ def require_scope(scope: str) -> Callable[..., Awaitable[None]]:
     return check
 
 
+def require_librarian(*also: Role) -> Callable[..., Awaitable[Principal]]:
+    """Admins, and anyone who manages a collection (app/kb/collections.py), and ``also``.
+
+    Like require_roles, the check carries the roles it lets through by role (admin and
+    ``also``); a collection manager passes by a directory group instead, and each route
+    then keeps to the documents of the collections managed.
+    """
+
+    async def check(
+        principal: CurrentPrincipal, settings: Annotated[Settings, Depends(get_settings)]
+    ) -> Principal:
+        if not (principal.has(*also) or access_for(settings, principal).manages_any):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "your role does not allow this")
+        return principal
+
+    check.roles = frozenset({Role.admin, *also})  # type: ignore[attr-defined]
+    return check
+
+
 Clinician = Annotated[Principal, Depends(require_roles(Role.clinician))]
 Admin = Annotated[Principal, Depends(require_roles(Role.admin))]
 Auditor = Annotated[Principal, Depends(require_roles(Role.auditor))]
 AdminOrAuditor = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor))]
+# the knowledge base's documents: admins, collection managers (theirs only), auditors (read)
+Librarian = Annotated[Principal, Depends(require_librarian())]
+LibrarianOrAuditor = Annotated[Principal, Depends(require_librarian(Role.auditor))]

@@ -10,7 +10,9 @@
 - ``sync_directory`` looks up every enabled directory user with the service
   account (app/auth/ldap.py ``lookup_many``): one the directory no longer has, or
   who lost every ClinChat group, is disabled; one whose roles changed gets the new
-  roles and a fresh sign-in (sessions ended). The ingestion worker runs it every
+  roles and a fresh sign-in (sessions ended). The user's groups are refreshed too;
+  when the groups that grant a collection (app/kb/collections.py) changed, that is
+  audited (``user.groups_changed``) and the sessions end as well. The ingestion worker runs it every
   ``directory_sync_interval_s`` (one host at a time: a PostgreSQL advisory lock);
   ``clinchat-admin users sync`` runs it at once. A directory that does not answer
   changes nothing, and a run that would disable more than ``MAX_LEAVERS_SHARE``
@@ -36,10 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record
 from app.audit.chain import Actor
-from app.auth.ldap import AMBIGUOUS, DirectoryUser, lookup_many, roles_for
+from app.auth.ldap import AMBIGUOUS, DirectoryUser, lookup_many, normalise_dn, roles_for
 from app.auth.sessions import SessionStore
 from app.auth.tokens import ApiToken
 from app.db import sessionmaker
+from app.kb.collections import collection_groups
 from app.models import User
 from app.redis_client import redis_for
 from app.settings import Settings
@@ -67,6 +70,7 @@ class SyncReport:
     checked: int = 0
     disabled: list[str] = field(default_factory=list)
     roles_changed: list[str] = field(default_factory=list)
+    groups_changed: list[str] = field(default_factory=list)  # collection groups only
     ambiguous: list[str] = field(default_factory=list)
     skipped: bool = False  # another host holds the sync lock
 
@@ -130,25 +134,35 @@ async def end_sessions(settings: Settings, user_ids: list[uuid.UUID]) -> None:
         await store.destroy_all(user_id)
 
 
+@dataclass
+class _Decision:
+    leavers: list[tuple[User, str]] = field(default_factory=list)
+    roles: list[tuple[User, list[str]]] = field(default_factory=list)
+    groups: list[tuple[User, list[str]]] = field(default_factory=list)  # any group changed
+    ambiguous: list[str] = field(default_factory=list)
+
+
 def _decide(
     settings: Settings, users: list[User], found: dict[str, DirectoryUser | str | None]
-) -> tuple[list[tuple[User, str]], list[tuple[User, list[str]]], list[str]]:
-    leavers: list[tuple[User, str]] = []
-    changed: list[tuple[User, list[str]]] = []
-    ambiguous: list[str] = []
+) -> _Decision:
+    decision = _Decision()
     for user in users:
         entry = found.get(user.username)
         if entry == AMBIGUOUS:
-            ambiguous.append(user.username)
+            decision.ambiguous.append(user.username)
         elif entry is None:
-            leavers.append((user, "left_directory"))
+            decision.leavers.append((user, "left_directory"))
         elif isinstance(entry, DirectoryUser):
             roles = sorted(role.value for role in roles_for(settings, entry.groups))
+            groups = sorted({normalise_dn(group) for group in entry.groups})
             if not roles:
-                leavers.append((user, "no_role_group"))
-            elif roles != sorted(user.roles):
-                changed.append((user, roles))
-    return leavers, changed, ambiguous
+                decision.leavers.append((user, "no_role_group"))
+                continue
+            if roles != sorted(user.roles):
+                decision.roles.append((user, roles))
+            if groups != sorted(user.directory_groups or ()):
+                decision.groups.append((user, groups))
+    return decision
 
 
 async def sync_directory(
@@ -177,7 +191,8 @@ async def sync_directory(
         found = await anyio.to_thread.run_sync(
             lookup_many, settings, [user.username for user in users]
         )
-        leavers, changed, report.ambiguous = _decide(settings, users, found)
+        decision = _decide(settings, users, found)
+        leavers, report.ambiguous = decision.leavers, decision.ambiguous
         total = await db.scalar(
             select(func.count()).select_from(User).where(User.source == "ldap", ~User.disabled)
         )
@@ -194,20 +209,36 @@ async def sync_directory(
         for user, reason in leavers:
             await disable(db, settings, user, DIRECTORY_SYNC, reason)
             report.disabled.append(user.username)
-        for user, roles in changed:
+        ended = [user.id for user, _ in leavers]
+        for user, roles in decision.roles:
             await record(
                 db, settings, "user.roles_changed", DIRECTORY_SYNC, entity_type="user",
                 entity_id=user.id, detail={"from": sorted(user.roles), "to": roles},
             )  # fmt: skip
             user.roles = roles
             report.roles_changed.append(user.username)
+            ended.append(user.id)
+        granting = collection_groups(settings)
+        for user, groups in decision.groups:
+            before = sorted(granting.intersection(user.directory_groups or ()))
+            after = sorted(granting.intersection(groups))
+            user.directory_groups = groups
+            if before != after:
+                await record(
+                    db, settings, "user.groups_changed", DIRECTORY_SYNC, entity_type="user",
+                    entity_id=user.id, detail={"from": before, "to": after},
+                )  # fmt: skip
+                report.groups_changed.append(user.username)
+                ended.append(user.id)
         await db.commit()
-    # Sessions carry the roles they were opened with: end them, the next sign-in has the new.
-    await end_sessions(settings, [u.id for u, _ in leavers] + [u.id for u, _ in changed])
-    if report.disabled or report.roles_changed:
+    # Sessions carry the roles and groups they were opened with: end them, the next
+    # sign-in has the new.
+    await end_sessions(settings, list(dict.fromkeys(ended)))
+    if report.disabled or report.roles_changed or report.groups_changed:
         log.info(
-            "directory sync: %d checked, %d disabled, %d with new roles",
+            "directory sync: %d checked, %d disabled, %d with new roles, %d with new groups",
             report.checked, len(report.disabled), len(report.roles_changed),
+            len(report.groups_changed),
         )  # fmt: skip
     return report
 

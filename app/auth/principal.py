@@ -21,6 +21,9 @@ class Principal:
     break_glass_until: float = 0.0
     # An API token's scopes (app/auth/tokens.py); None: a browser session, which has all.
     scopes: frozenset[str] | None = None
+    # Directory group DNs (normalised): they decide the collections read and managed
+    # (app/kb/collections.py). Local accounts have none.
+    groups: frozenset[str] = frozenset()
 
     @property
     def break_glass(self) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import record
 from app.audit.chain import Actor, hmac_key
 from app.auth import totp
-from app.auth.ldap import DirectoryUser, authenticate_async, roles_for
+from app.auth.ldap import DirectoryUser, authenticate_async, normalise_dn, roles_for
 from app.auth.local import find_local_user, verify_password
 from app.auth.lockout import Locked, Lockout
 from app.auth.principal import Principal
@@ -117,6 +117,7 @@ async def _upsert_directory_user(
     values = {
         "display_name": directory.display_name,
         "roles": sorted(r.value for r in roles),
+        "directory_groups": sorted({normalise_dn(group) for group in directory.groups}),
         "last_login_at": datetime.now(UTC),
     }
     statement = (
@@ -258,7 +259,9 @@ async def sign_in(
     if previous_token:  # rotate: a cookie planted before sign-in is worth nothing after
         await store.destroy(previous_token)
     roles = {Role(r) for r in user.roles}
-    token = await store.create(user.id, user.username, user.display_name, roles)
+    token = await store.create(
+        user.id, user.username, user.display_name, roles, user.directory_groups or ()
+    )
     principal = await store.load(token, source_ip)
     assert principal is not None  # just created
     log.info("sign-in user_id=%s source=%s", user.id, user.source)

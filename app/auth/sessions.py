@@ -74,6 +74,7 @@ class SessionStore:
         username: str,
         display_name: str,
         roles: set[Role],
+        groups: list[str] | tuple[str, ...] = (),
     ) -> str:
         """A new session; returns the cookie value."""
         token = secrets.token_urlsafe(32)
@@ -82,6 +83,7 @@ class SessionStore:
             "username": username,
             "display_name": display_name,
             "roles": sorted(roles),
+            "groups": sorted(groups),
             "csrf": secrets.token_urlsafe(32),
             "created": time.time(),
             "break_glass_until": 0.0,
@@ -114,6 +116,7 @@ class SessionStore:
             csrf_token=data["csrf"],
             source_ip=source_ip,
             break_glass_until=float(data.get("break_glass_until", 0.0)),
+            groups=frozenset(data.get("groups", ())),
         )
 
     async def update(self, token: str, **changes: object) -> None:

@@ -152,4 +152,5 @@ async def principal_for(db: AsyncSession, secret: str, source_ip: str = "") -> P
         csrf_token="",  # bearer requests carry no cookie, so CSRF does not apply
         source_ip=source_ip,
         scopes=frozenset(token.scopes),
+        groups=frozenset(user.directory_groups or ()),
     )

@@ -33,7 +33,7 @@ from app.chat.prompt import HISTORY_TURNS, NOT_FOUND, Turn, build_messages
 from app.crypto import DecryptionError, KeysUnavailable, cipher_for
 from app.db import sessionmaker
 from app.errors import DependencyUnavailable
-from app.kb.retrieve import Hit, retrieve
+from app.kb.retrieve import Collections, Hit, retrieve
 from app.metrics import PHI_DETECTIONS
 from app.models import Chunk, Conversation, Message
 from app.phi import detect, redact
@@ -193,15 +193,18 @@ async def prepare(
     settings: Settings,
     question: str,
     history: Sequence[Turn] = (),
+    *,
+    collections: Collections,
     max_tokens: int | None = None,
     temperature: float | None = None,
 ) -> Answer:
-    """Retrieve and, if anything is relevant, open the model's stream (raises 503s)."""
+    """Retrieve from ``collections`` (the asker's readable ones, app/kb/collections.py)
+    and, if anything is relevant, open the model's stream (raises 503s)."""
     # PHI detection is CPU work proportional to the text (up to ~100 turns of 32,000
     # characters through the facade): in a worker thread, so the event loop keeps
     # serving every other request meanwhile.
     phi, asked, turns = await anyio.to_thread.run_sync(_screen, settings, question, history)
-    hits = await retrieve(db, settings, asked)
+    hits = await retrieve(db, settings, asked, collections=collections)
     # End the read transaction: its connection must not wait on the model (a burst of
     # questions would hold the whole pool while the serving queues them).
     await db.commit()
@@ -391,6 +394,97 @@ async def list_conversations(
         ConversationSummary(c.id, title, c.created_at, c.updated_at, int(n))
         for (c, n), title in zip(rows, titles, strict=True)
     ]
+
+
+# Search decrypts at request time, never from an index: the user's newest conversations
+# and their newest questions, at most these many.
+SEARCH_CONVERSATIONS = 200
+SEARCH_QUESTIONS = 2000
+SEARCH_SNIPPET_CHARS = 120
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: uuid.UUID
+    title: str
+    updated_at: datetime
+    matched: str  # "title" or "question"
+    snippet: str  # the matching question's text around the match ("" for a title)
+
+
+def _words(text: str) -> list[str]:
+    return text.casefold().split()
+
+
+def _snippet(text: str, word: str) -> str:
+    """``text`` around the first ``word`` in it, on one line, at most SEARCH_SNIPPET_CHARS."""
+    flat = " ".join(text.split())
+    if len(flat) <= SEARCH_SNIPPET_CHARS:
+        return flat
+    at = max(flat.casefold().find(word) - SEARCH_SNIPPET_CHARS // 3, 0)
+    cut = flat[at : at + SEARCH_SNIPPET_CHARS - 2]
+    return ("…" if at else "") + cut + "…"
+
+
+async def search_conversations(
+    db: AsyncSession, settings: Settings, principal: Principal, query: str, limit: int = 20
+) -> list[SearchHit]:
+    """The principal's own conversations whose title or one of whose questions holds every
+    word of ``query`` (case-insensitive), the most recently used first; audited.
+
+    Titles and messages are stored only encrypted, so this decrypts, at request time,
+    the titles of the principal's newest SEARCH_CONVERSATIONS conversations and their
+    newest SEARCH_QUESTIONS questions (answers are not searched); older ones are not
+    found. Nothing is indexed or kept, and the query is never logged or audited.
+    """
+    words = _words(query)
+    conversations = list(
+        await db.scalars(
+            select(Conversation)
+            .where(Conversation.user_id == principal.user_id)
+            .order_by(Conversation.updated_at.desc(), Conversation.id)
+            .limit(SEARCH_CONVERSATIONS)
+        )
+    )
+    by_id = {c.id: c for c in conversations}
+    questions = list(
+        await db.scalars(
+            select(Message)
+            .where(Message.conversation_id.in_(list(by_id)), Message.role == "user")
+            .order_by(Message.created_at.desc(), Message.id)
+            .limit(SEARCH_QUESTIONS)
+        )
+    ) if by_id else []  # fmt: skip
+    titles = await decrypt_all(settings, [_title(c) for c in conversations])
+    texts = await decrypt_all(settings, [_content(m, principal.user_id) for m in questions])
+    asked: dict[uuid.UUID, list[str]] = {}
+    for message, text in zip(questions, texts, strict=True):
+        if text != UNREADABLE:
+            asked.setdefault(message.conversation_id, []).append(text)
+    hits: list[SearchHit] = []
+    for conversation, title in zip(conversations, titles, strict=True):
+        if len(hits) >= limit:
+            break
+        if title != UNREADABLE and all(w in title.casefold() for w in words):
+            hits.append(SearchHit(conversation.id, title, conversation.updated_at, "title", ""))
+            continue
+        for text in asked.get(conversation.id, []):  # newest first
+            if all(w in text.casefold() for w in words):
+                snippet = _snippet(text, words[0])
+                hits.append(
+                    SearchHit(conversation.id, title, conversation.updated_at, "question", snippet)
+                )
+                break
+    await record(
+        db,
+        settings,
+        "conversation.read",
+        principal.actor,
+        entity_type="conversation",
+        detail={"searched": len(conversations), "questions": len(questions), "found": len(hits)},
+    )
+    await db.commit()
+    return hits
 
 
 @dataclass(frozen=True)

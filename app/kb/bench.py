@@ -14,6 +14,11 @@ them (some template slots drawn again) whose vector is the real one plus a small
 random perturbation, renormalised. Queries are real questions embedded by the real
 model inside ``retrieve`` (its time is reported as ``embed``). The HNSW index is
 built after the load, as a bulk load would. app/BENCHMARKS.md has the results.
+
+Departments (app/kb/collections.py): the documents are dealt round-robin into
+``--collections`` collections, and every question is asked twice, side by side: as an
+admin (every collection) and as a clinician who reads one of them (``scoped``), so the
+cost of the collection filter on both halves is measured in the same run.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,14 @@ from sqlalchemy import text
 
 from app.db import conninfo, sessionmaker
 from app.kb.embed import LocalEmbedder
-from app.kb.retrieve import VECTOR_SQL, Timings, retrieve_timed, vector_candidates
+from app.kb.retrieve import (
+    VECTOR_SQL,
+    Collections,
+    Timings,
+    collection_params,
+    retrieve_timed,
+    vector_candidates,
+)
 from app.settings import Environment, Settings
 
 TOPICS = [
@@ -159,8 +172,15 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, float]:
-    """Fill the (empty, migrated) database with ``chunks`` searchable chunks."""
+def collection_of(document_number: int, collections: int) -> str:
+    return f"dept-{document_number % collections}"
+
+
+def load(
+    settings: Settings, chunks: int, real: int, seed: int, collections: int = 1
+) -> dict[str, float]:
+    """Fill the (empty, migrated) database with ``chunks`` searchable chunks, their
+    documents dealt round-robin into ``collections`` collections."""
     rng = random.Random(seed)  # noqa: S311 -- synthetic text, reproducible by seed
     generator = torch.Generator().manual_seed(seed)
     real = min(real, chunks)
@@ -180,9 +200,11 @@ def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, flo
         for number in range(math.ceil(chunks / DOCUMENT_CHUNKS)):
             document_id, version_id = uuid.uuid4(), uuid.uuid4()
             conn.execute(
-                "INSERT INTO documents (id, title, status) VALUES (%s, %s, 'active')",
-                (document_id, f"Synthetic guideline {number + 1}"),
-            )
+                "INSERT INTO documents (id, title, status, collection)"
+                " VALUES (%s, %s, 'active', %s)",
+                (document_id, f"Synthetic guideline {number + 1}",
+                 collection_of(number, collections)),
+            )  # fmt: skip
             conn.execute(
                 "INSERT INTO document_versions (id, document_id, version, filename, media_type,"
                 " size_bytes, sha256, content_enc, status, progress, phi_types, chunk_count)"
@@ -190,16 +212,16 @@ def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, flo
                 " '{}', %s)",
                 (version_id, document_id, uuid.uuid4().hex * 2, b"bench", DOCUMENT_CHUNKS),
             )
-            documents.append((document_id, version_id))
+            documents.append((document_id, version_id, collection_of(number, collections)))
         # A bulk load builds the graph once, after the rows are in: far faster than per row.
         conn.execute("DROP INDEX IF EXISTS chunks_embedding_hnsw")
         with conn.cursor().copy(
             "COPY chunks (version_id, document_id, ordinal, section, page, text, embedding,"
-            " searchable) FROM STDIN"
+            " searchable, collection) FROM STDIN"
         ) as copy:
             for i in range(chunks):
                 base = i % real
-                document_id, version_id = documents[i // DOCUMENT_CHUNKS]
+                document_id, version_id, collection = documents[i // DOCUMENT_CHUNKS]
                 if i < real:
                     section, text = base_chunks[i]
                     vector = vectors[i].tolist()
@@ -208,7 +230,7 @@ def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, flo
                     vector = _perturb(vectors[base], generator)
                 copy.write_row(
                     (version_id, document_id, i % DOCUMENT_CHUNKS, section, None, text,
-                     _literal(vector), True)
+                     _literal(vector), True, collection)
                 )  # fmt: skip
         conn.commit()
         load_s = time.perf_counter() - started
@@ -225,48 +247,68 @@ def load(settings: Settings, chunks: int, real: int, seed: int) -> dict[str, flo
     return {"embed_corpus_s": embed_s, "load_s": load_s, "index_build_s": index_s}
 
 
+@dataclass
+class Measured:
+    """One way of asking (every collection, or one): its timings, hits and recall."""
+
+    timings: list[Timings] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    recall: float = 0.0
+
+
 async def _measure(
-    settings: Settings, questions: list[str], k: int, warmup: int
-) -> tuple[list[Timings], list[int], bool, float]:
+    settings: Settings, questions: list[str], k: int, warmup: int, scope: frozenset[str]
+) -> tuple[Measured, Measured, bool]:
+    """Each question asked of every collection, then of ``scope`` only (side by side)."""
     embedder = LocalEmbedder()
-    timings: list[Timings] = []
-    counts: list[int] = []
+    every, scoped = Measured(), Measured()
     maker = sessionmaker(settings)
     async with maker() as session:
         # the plan of the vector half, to show that the HNSW index serves it
         probe = _literal((await embedder.embed([questions[0]]))[0])
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        plan = await session.execute(text("EXPLAIN " + VECTOR_SQL), {"q": probe, "n": 4 * k})
+        plan = await session.execute(
+            text("EXPLAIN " + VECTOR_SQL), {"q": probe, "n": 4 * k, **collection_params(None)}
+        )
         uses_index = any("chunks_embedding_hnsw" in row[0] for row in plan)
         await session.rollback()
-    recall = await _recall(settings, embedder, questions[warmup : warmup + RECALL_QUERIES], 4 * k)
+    sample = questions[warmup : warmup + RECALL_QUERIES]
+    every.recall = await _recall(settings, embedder, sample, 4 * k, None)
+    scoped.recall = await _recall(settings, embedder, sample, 4 * k, scope)
     for number, question in enumerate(questions):
-        async with maker() as session:
-            hits, spent = await retrieve_timed(session, settings, question, k, embedder)
-            await session.rollback()  # ends the transaction its SET LOCALs belong to
-        if number >= warmup:
-            timings.append(spent)
-            counts.append(len(hits))
+        for measured, collections in ((every, None), (scoped, scope)):
+            async with maker() as session:
+                hits, spent = await retrieve_timed(
+                    session, settings, question, k, embedder, collections
+                )
+                await session.rollback()  # ends the transaction its SET LOCALs belong to
+            if number >= warmup:
+                measured.timings.append(spent)
+                measured.counts.append(len(hits))
     from app import db
 
     await db.dispose_all()
-    return timings, counts, uses_index, recall
+    return every, scoped, uses_index
 
 
 async def _recall(
-    settings: Settings, embedder: LocalEmbedder, questions: list[str], n: int
+    settings: Settings,
+    embedder: LocalEmbedder,
+    questions: list[str],
+    n: int,
+    collections: Collections,
 ) -> float:
-    """The share of the exact ``n`` nearest chunks that the HNSW search returns."""
+    """The share of the exact ``n`` nearest chunks (of ``collections``) that the HNSW
+    search returns."""
     found = total = 0
     async with sessionmaker(settings)() as session:
         for question in questions:
             vector = _literal((await embedder.embed([question]))[0])
-            approximate = await vector_candidates(session, vector, n)
+            approximate = await vector_candidates(session, vector, n, collections)
             await session.rollback()
             await session.execute(text("SET LOCAL enable_indexscan = off"))  # exact: scan all
-            exact = [
-                row.id for row in await session.execute(text(VECTOR_SQL), {"q": vector, "n": n})
-            ]
+            params = {"q": vector, "n": n, **collection_params(collections)}
+            exact = [row.id for row in await session.execute(text(VECTOR_SQL), params)]
             await session.rollback()
             found += len(set(approximate) & set(exact))
             total += len(exact)
@@ -290,13 +332,16 @@ def run_bench(
     real: int = 3000,
     seed: int = 7,
     k: int = 6,
+    collections: int = 5,
 ) -> dict[str, Any]:
     """Load the corpus into ``settings``' (empty, migrated) database and time retrieval."""
-    phases = load(settings, chunks, real, seed)
+    phases = load(settings, chunks, real, seed, collections)
     rng = random.Random(seed + 1)  # noqa: S311 -- synthetic questions
     warmup = min(10, queries)
     questions = [_question(rng) for _ in range(queries + warmup)]
-    timings, counts, uses_index, recall = asyncio.run(_measure(settings, questions, k, warmup))
+    scope = frozenset({collection_of(0, collections)})
+    every, scoped, uses_index = asyncio.run(_measure(settings, questions, k, warmup, scope))
+    timings, counts, recall = every.timings, every.counts, every.recall
     return {
         "chunks": chunks,
         "documents": math.ceil(chunks / DOCUMENT_CHUNKS),
@@ -318,6 +363,19 @@ def run_bench(
             "fuse": _percentiles([t.fuse_s for t in timings]),
         },
         "hits_per_query_mean": round(statistics.fmean(counts), 2) if counts else 0,
+        "scoped": {
+            "collections": collections,
+            "reads": sorted(scope),
+            "vector_recall": round(scoped.recall, 4),
+            "latency_ms": {
+                "total": _percentiles([t.total_s for t in scoped.timings]),
+                "vector": _percentiles([t.vector_s for t in scoped.timings]),
+                "fts": _percentiles([t.fts_s for t in scoped.timings]),
+            },
+            "hits_per_query_mean": (
+                round(statistics.fmean(scoped.counts), 2) if scoped.counts else 0
+            ),
+        },
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -402,12 +460,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", type=int, default=3000, help="chunks with real embeddings")
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--collections", type=int, default=5, help="departments the documents are dealt into"
+    )
     parser.add_argument("--dsn", help="an empty database to use (default: a private server)")
     parser.add_argument("--out", type=Path, help="write the JSON here too")
     args = parser.parse_args(argv)
 
     def bench(settings: Settings) -> dict[str, Any]:
-        return run_bench(settings, args.chunks, args.queries, args.real, args.seed, args.k)
+        return run_bench(
+            settings, args.chunks, args.queries, args.real, args.seed, args.k, args.collections
+        )
 
     report(bench, args.dsn, args.out, "python -m app.kb.bench", argv)
 

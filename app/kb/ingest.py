@@ -103,8 +103,10 @@ async def store_upload(
     checked: CheckedFile,
     title: str | None = None,
     document_id: uuid.UUID | None = None,
+    collection: str | None = None,
 ) -> DocumentVersion:
-    """Store a checked file as a new document (or a new version of ``document_id``).
+    """Store a checked file as a new document of ``collection`` (default:
+    ``default_collection``), or as a new version of ``document_id``.
 
     Raises Duplicate (same file as the current version), Retired, DocumentNotFound;
     Redis, Vault or the database down propagate (503 naming them).
@@ -119,7 +121,7 @@ async def store_upload(
     try:
         version = await _insert(
             session, settings, actor, user_id, checked, title, document_id, blob,
-            version_id, new_document_id,
+            version_id, new_document_id, collection or settings.default_collection,
         )  # fmt: skip
         await session.commit()
     except IntegrityError as exc:
@@ -146,18 +148,20 @@ async def _insert(
     blob: bytes,
     version_id: uuid.UUID,
     new_document_id: uuid.UUID,
+    collection: str,
 ) -> DocumentVersion:
     if document_id is None:
         # Two uploads of one file at once: the second waits here, then sees the first.
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(checked.sha256[:15], 16)}
         )
-        existing = await store.duplicate_document(session, checked.sha256)
+        existing = await store.duplicate_document(session, checked.sha256, collection)
         if existing is not None:
             raise Duplicate(f"this file is already the current version of document {existing}")
         document = Document(
             id=new_document_id,
             title=(title or "").strip() or default_title(checked.filename),
+            collection=collection,
             status=DocumentStatus.active,
             created_by=user_id,
         )
@@ -208,6 +212,7 @@ async def _insert(
             "sha256": checked.sha256,
             "media_type": checked.parsed.media_type,
             "phi_types": checked.phi_types,
+            "collection": document.collection,
         },
     )
     return version

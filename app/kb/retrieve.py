@@ -1,7 +1,8 @@
 """Hybrid retrieval: vector search and full-text search, fused by reciprocal rank.
 
 Both halves search only ``searchable`` chunks (the live version of active
-documents) and return about 4k candidates each:
+documents) of the collections the asker reads (app/kb/collections.py; None: all),
+and return about 4k candidates each:
 
 - vector: cosine distance on the HNSW index (``hnsw.ef_search`` at least 2x the
   candidates; iterative scan, so the ``searchable`` filter cannot starve it);
@@ -70,24 +71,38 @@ class Timings:
     total_s: float = 0.0
 
 
+Collections = frozenset[str] | None  # the readable collections; None: every one
+
+
 # relaxed_order may return neighbours slightly out of order: sort them again
 VECTOR_SQL = (
     "WITH nearest AS MATERIALIZED ("
-    " SELECT id, embedding <=> CAST(:q AS vector) AS distance FROM chunks"
-    " WHERE searchable ORDER BY embedding <=> CAST(:q AS vector) LIMIT :n)"
+    " SELECT id, embedding <=> CAST(:q AS vector) AS distance FROM chunks c"
+    " WHERE searchable AND (CAST(:every_collection AS boolean)"
+    "  OR c.collection = ANY(CAST(:collections AS text[])))"
+    " ORDER BY embedding <=> CAST(:q AS vector) LIMIT :n)"
     " SELECT id FROM nearest ORDER BY distance"
 )
+
+
+def collection_params(collections: Collections) -> dict[str, object]:
+    """The parameters of each query's condition on the chunk's collection."""
+    return {"every_collection": collections is None, "collections": sorted(collections or ())}
 
 
 def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
-async def vector_candidates(session: AsyncSession, vector: str, n: int) -> list[int]:
+async def vector_candidates(
+    session: AsyncSession, vector: str, n: int, collections: Collections = None
+) -> list[int]:
     """Chunk ids nearest to ``vector`` (a pgvector literal), nearest first."""
     await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * n))}"))
     await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    rows = await session.execute(text(VECTOR_SQL), {"q": vector, "n": n})
+    rows = await session.execute(
+        text(VECTOR_SQL), {"q": vector, "n": n, **collection_params(collections)}
+    )
     return [row.id for row in rows]
 
 
@@ -146,7 +161,11 @@ async def common_lexemes(session: AsyncSession, settings: Settings) -> frozenset
 
 
 async def fulltext_candidates(
-    session: AsyncSession, lexemes: list[str], n: int, common: frozenset[str] = frozenset()
+    session: AsyncSession,
+    lexemes: list[str],
+    n: int,
+    common: frozenset[str] = frozenset(),
+    collections: Collections = None,
 ) -> list[int]:
     """Chunk ids holding any of the uncommon ``lexemes`` (all, if every one is common),
     best ``ts_rank_cd`` first."""
@@ -156,10 +175,15 @@ async def fulltext_candidates(
     rows = await session.execute(
         text(
             "SELECT c.id FROM chunks c, CAST(:query AS tsquery) AS query"
-            " WHERE c.searchable AND c.tsv @@ query"
+            " WHERE c.searchable AND c.tsv @@ query AND (CAST(:every_collection AS boolean)"
+            "  OR c.collection = ANY(CAST(:collections AS text[])))"
             " ORDER BY ts_rank_cd(c.tsv, query) DESC, c.id LIMIT :n"
         ),
-        {"query": any_of(rare) if rare else all_of(lexemes), "n": n},
+        {
+            "query": any_of(rare) if rare else all_of(lexemes),
+            "n": n,
+            **collection_params(collections),
+        },
     )
     return [row.id for row in rows]
 
@@ -174,10 +198,15 @@ def fuse(*rankings: list[int]) -> dict[int, float]:
 
 
 async def retrieve(
-    session: AsyncSession, settings: Settings, query: str, k: int | None = None
+    session: AsyncSession,
+    settings: Settings,
+    query: str,
+    k: int | None = None,
+    collections: Collections = None,
 ) -> list[Hit]:
-    """The ``k`` (default ``retrieval_top_k``) most relevant chunks; [] if none is."""
-    hits, _ = await retrieve_timed(session, settings, query, k)
+    """The ``k`` (default ``retrieval_top_k``) most relevant chunks of ``collections``;
+    [] if none is."""
+    hits, _ = await retrieve_timed(session, settings, query, k, collections=collections)
     return hits
 
 
@@ -187,8 +216,9 @@ async def retrieve_timed(
     query: str,
     k: int | None = None,
     embedder: Embedder | None = None,
+    collections: Collections = None,
 ) -> tuple[list[Hit], Timings]:
-    found, timings = await candidates(session, settings, query, k, embedder)
+    found, timings = await candidates(session, settings, query, k, embedder, collections)
     started = time.perf_counter()
     hits = gate(found, settings, k)
     timings.fuse_s += time.perf_counter() - started
@@ -217,6 +247,7 @@ async def candidates(
     query: str,
     k: int | None = None,
     embedder: Embedder | None = None,
+    collections: Collections = None,
 ) -> tuple[list[Hit], Timings]:
     """Both halves' candidates, fused, not yet gated (the evaluation sweeps the gate)."""
     started = time.perf_counter()
@@ -232,24 +263,30 @@ async def candidates(
     mark = time.perf_counter()
     timings.embed_s = mark - started
 
-    by_vector = await vector_candidates(session, vector, n)
+    if collections is not None and not collections:
+        return [], timings  # reads no collection: nothing to search
+    by_vector = await vector_candidates(session, vector, n, collections)
     timings.vector_s = time.perf_counter() - mark
     mark = time.perf_counter()
 
     lexemes = await query_lexemes(session, query)
     common = await common_lexemes(session, settings)
-    by_text = await fulltext_candidates(session, lexemes, n, common)
+    by_text = await fulltext_candidates(session, lexemes, n, common, collections)
     timings.fts_s = time.perf_counter() - mark
     mark = time.perf_counter()
 
-    hits = await _hits(session, vector, fuse(by_vector, by_text), lexemes)
+    hits = await _hits(session, vector, fuse(by_vector, by_text), lexemes, collections)
     timings.fuse_s = time.perf_counter() - mark
     timings.total_s = time.perf_counter() - started
     return hits, timings
 
 
 async def _hits(
-    session: AsyncSession, vector: str, scores: dict[int, float], lexemes: list[str]
+    session: AsyncSession,
+    vector: str,
+    scores: dict[int, float],
+    lexemes: list[str],
+    collections: Collections = None,
 ) -> list[Hit]:
     """The candidates' rows, each with its similarity and how many query terms it holds."""
     if not scores:
@@ -263,8 +300,10 @@ async def _hits(
             " FROM chunks c JOIN documents d ON d.id = c.document_id"
             " JOIN document_versions v ON v.id = c.version_id"
             " WHERE c.id = ANY(:ids) AND c.searchable AND d.status = 'active'"
+            " AND (CAST(:every_collection AS boolean)"
+            "  OR c.collection = ANY(CAST(:collections AS text[])))"
         ),
-        {"q": vector, "ids": list(scores), "lexemes": lexemes},
+        {"q": vector, "ids": list(scores), "lexemes": lexemes, **collection_params(collections)},
     )
     return [
         Hit(

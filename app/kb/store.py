@@ -55,8 +55,13 @@ def current(versions: Sequence[DocumentVersion]) -> DocumentVersion | None:
     return alive[-1] if alive else None
 
 
-async def duplicate_document(session: AsyncSession, sha256: str) -> uuid.UUID | None:
-    """An active document whose current version is this very file, if there is one."""
+async def duplicate_document(
+    session: AsyncSession, sha256: str, collection: str
+) -> uuid.UUID | None:
+    """An active document of ``collection`` whose current version is this very file.
+
+    Per collection: two departments may each keep the same hospital-wide file, and an
+    upload never learns of a document in a collection its uploader does not manage."""
     newer = aliased(DocumentVersion)
     return await session.scalar(
         select(DocumentVersion.document_id)
@@ -65,6 +70,7 @@ async def duplicate_document(session: AsyncSession, sha256: str) -> uuid.UUID | 
             DocumentVersion.sha256 == sha256,
             DocumentVersion.status != VersionStatus.failed,
             Document.status == DocumentStatus.active,
+            Document.collection == collection,
             ~exists().where(
                 newer.document_id == DocumentVersion.document_id,
                 newer.version > DocumentVersion.version,
@@ -85,13 +91,14 @@ async def live_versions(session: AsyncSession) -> dict[uuid.UUID, int]:
     return {doc: version for doc, version in rows}
 
 
-async def list_documents(session: AsyncSession) -> list[Document]:
-    """Every document with its versions, newest first."""
-    result = await session.scalars(
-        select(Document)
-        .options(selectinload(Document.versions).options(_NO_FILE))
-        .order_by(Document.created_at.desc())
-    )
+async def list_documents(
+    session: AsyncSession, collections: frozenset[str] | None = None
+) -> list[Document]:
+    """Every document (of ``collections``; None: all) with its versions, newest first."""
+    query = select(Document).options(selectinload(Document.versions).options(_NO_FILE))
+    if collections is not None:
+        query = query.where(Document.collection.in_(sorted(collections)))
+    result = await session.scalars(query.order_by(Document.created_at.desc()))
     return list(result)
 
 

@@ -48,7 +48,7 @@ from app.kb.ingest import (
     store_upload,
 )
 from app.kb.parse import EXTENSIONS, UploadRefused, parse
-from app.models import Chunk, DocumentVersion, User, VersionStatus
+from app.models import Chunk, Document, DocumentVersion, User, VersionStatus
 from app.redis_client import redis_for
 from app.sealed import DOCUMENT_FILE
 from app.settings import Settings, get_settings
@@ -158,6 +158,11 @@ async def _write_chunks(
 ) -> None:
     embedder = embedder_for(settings)
     async with sessionmaker(settings)() as session:
+        collection = await session.scalar(
+            select(Document.collection).where(Document.id == document_id)
+        )
+        if collection is None:  # purged meanwhile: this version fails, as it went with it
+            raise LookupError("the document is gone")
         # a retry starts clean
         await session.execute(delete(Chunk).where(Chunk.version_id == vid))
         await session.commit()
@@ -174,6 +179,7 @@ async def _write_chunks(
                     "text": c.text,
                     "embedding": vector,
                     "searchable": False,
+                    "collection": collection,
                 }
                 for i, (c, vector) in enumerate(zip(batch, vectors, strict=True))
             ]

@@ -27,12 +27,14 @@ from app.auth.ratelimit import ChatLimit
 from app.auth.tokens import Scope
 from app.chat import service
 from app.db import DbSession
+from app.kb.collections import access_for
 from app.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 QUESTION_MAX_CHARS = 4000
 TITLE_MAX_CHARS = 200
+SEARCH_MAX_CHARS = 200
 # Tab, newline and carriage return are text; other control characters are not.
 _CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
 
@@ -180,6 +182,51 @@ async def list_conversations(
     return [ConversationOut(**vars(c)) for c in found]
 
 
+class SearchHitOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    updated_at: datetime
+    matched: str = Field(description="title or question: where every word was found")
+    snippet: str = Field(description="the matching question around the match; '' for a title")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "3f6c2a7e-8b1d-4d6e-9a51-0f2b7c9d1e44",
+                    "title": "Sepsis antibiotics",
+                    "updated_at": "2026-11-23T09:05:00Z",
+                    "matched": "question",
+                    "snippet": "How soon should antibiotics be given in suspected sepsis?",
+                }
+            ]
+        }
+    }
+
+
+@router.get("/search", response_model=list[SearchHitOut])
+async def search_conversations(
+    principal: Clinician,
+    db: DbSession,
+    settings: SettingsDep,
+    q: Annotated[str, Query(min_length=1, max_length=SEARCH_MAX_CHARS)],
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> list[SearchHitOut]:
+    """Your conversations whose title or one of whose questions holds every word of ``q``
+    (case-insensitive), the most recently used first.
+
+    Decrypted per request: the titles of your newest 200 conversations and their newest
+    2,000 questions are searched (answers are not), older ones are not found. An empty
+    or blank ``q`` is 422 (``GET /conversations`` lists the recent ones). The query is
+    never logged or audited; the audit row (``conversation.read``) counts what was
+    searched and found.
+    """
+    if not q.strip() or any(ch in _CONTROL for ch in q):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "q: words to search for")
+    found = await service.search_conversations(db, settings, principal, q, limit)
+    return [SearchHitOut(**vars(hit)) for hit in found]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ConversationOut)
 async def create_conversation(
     principal: Clinician,
@@ -267,7 +314,8 @@ async def post_message(
         raise not_found() from None
     turns = await service.history(db, settings, conversation)
     await db.commit()  # reads done: the connection goes back to the pool for the slow part
-    answer = await service.prepare(db, settings, body.content, turns)
+    readable = access_for(settings, principal).read
+    answer = await service.prepare(db, settings, body.content, turns, collections=readable)
     try:
         await service.add_question(db, settings, principal, conversation, body.content, answer)
     except BaseException:

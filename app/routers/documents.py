@@ -1,4 +1,6 @@
-"""The knowledge base API: documents and their versions (admin), cited chunks (every role).
+"""The knowledge base API: documents and their versions (admins, and collection
+managers for their collections' documents), cited chunks (every role, as far as the
+collections they read: app/kb/collections.py).
 
 Uploads are multipart (``file`` and an optional ``title``). A file is checked and
 parsed before anything is stored (app/kb/ingest.py); a refusal answers 4xx with
@@ -17,13 +19,15 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from app.audit import record
-from app.auth.deps import Admin, AdminOrAuditor, require_roles, require_scope
+from app.auth.deps import Librarian, LibrarianOrAuditor, require_roles, require_scope
 from app.auth.principal import Principal
 from app.auth.tokens import Scope
 from app.db import DbSession
 from app.kb import store
+from app.kb.collections import access_for, upload_collection
 from app.kb.ingest import TITLE_MAX, DocumentNotFound, read_and_check, store_upload
 from app.kb.parse import UploadRefused
 from app.models import Document, DocumentStatus, DocumentVersion, Role
@@ -119,6 +123,7 @@ class VersionOut(BaseModel):
 class DocumentOut(BaseModel):
     id: uuid.UUID
     title: str
+    collection: str = Field(description="the knowledge base it belongs to")
     status: str = Field(description="active or retired")
     created_at: datetime
     retired_at: datetime | None
@@ -132,6 +137,7 @@ class DocumentOut(BaseModel):
                 {
                     "id": "0b7c1f9e-3c1a-4c53-9a53-6f1f0b1f6f10",
                     "title": "Sepsis guideline",
+                    "collection": "icu",
                     "status": "active",
                     "created_at": "2026-11-22T10:00:00Z",
                     "retired_at": None,
@@ -165,6 +171,7 @@ class DocumentOut(BaseModel):
         return cls(
             id=document.id,
             title=document.title,
+            collection=document.collection,
             status=document.status,
             created_at=document.created_at,
             retired_at=document.retired_at,
@@ -178,7 +185,7 @@ class Refusal(BaseModel):
     detail: str
     code: str = Field(
         description="empty, too_large, unsupported_type, type_mismatch, corrupt, no_text, "
-        "duplicate, retired, not_found, length_required"
+        "duplicate, retired, not_found, length_required, collection"
     )
 
     model_config = {
@@ -234,6 +241,16 @@ def refused(exc: UploadRefused) -> JSONResponse:
     return refusal(exc.status_code, exc.code, exc.message)
 
 
+async def managed(
+    db: DbSession, settings: Settings, principal: Principal, document_id: uuid.UUID
+) -> None:
+    """Raise DocumentNotFound unless ``principal`` manages the document's collection (a
+    document in another collection is "no such document", as in the library)."""
+    collection = await db.scalar(select(Document.collection).where(Document.id == document_id))
+    if collection is None or not access_for(settings, principal).manages(collection):
+        raise DocumentNotFound("no such document")
+
+
 async def accept(
     db: DbSession,
     settings: Settings,
@@ -241,19 +258,34 @@ async def accept(
     file: UploadFile,
     title: str | None,
     document_id: uuid.UUID | None = None,
+    collection: str | None = None,
 ) -> DocumentVersion:
-    """Read, check and store one upload (shared with the pages). Raises UploadRefused."""
+    """Read, check and store one upload (shared with the pages): a new document of
+    ``collection``, or a new version of ``document_id``. Raises UploadRefused."""
+    if document_id is None:
+        collection = upload_collection(settings, access_for(settings, principal), collection)
+    else:
+        await managed(db, settings, principal, document_id)
     checked = await read_and_check(
         file.read, file.filename or "", file.content_type, settings.upload_max_bytes
     )
     return await store_upload(
-        db, settings, principal.actor, principal.user_id, checked, title, document_id
+        db, settings, principal.actor, principal.user_id, checked, title, document_id, collection
     )
 
 
-async def _document_out(db: DbSession, document_id: uuid.UUID) -> DocumentOut:
+def _may_see(settings: Settings, principal: Principal, document: Document) -> bool:
+    """A document's metadata: its collection's managers, admins and auditors."""
+    return principal.has(Role.auditor) or access_for(settings, principal).manages(
+        document.collection
+    )
+
+
+async def _document_out(
+    db: DbSession, settings: Settings, principal: Principal, document_id: uuid.UUID
+) -> DocumentOut:
     document = await store.get_document(db, document_id)
-    if document is None:
+    if document is None or not _may_see(settings, principal, document):
         raise HTTPException(404, "no such document")
     return DocumentOut.of(document, await store.live_versions(db), with_versions=True)
 
@@ -263,30 +295,47 @@ Title = Annotated[
     Form(max_length=TITLE_MAX, pattern=TITLE_PATTERN, description="default: from the filename"),
 ]
 Upload = Annotated[UploadFile, File(description="PDF, DOCX, HTML, Markdown or text")]
+CollectionField = Annotated[
+    str | None,
+    Form(
+        max_length=64,
+        description="the collection's id; default: the default collection for an admin, "
+        "the only collection a collection manager manages",
+    ),
+]
 
 
 @router.post("", status_code=201, response_model=DocumentOut, responses=REFUSALS)
 async def create_document(
-    principal: Admin, db: DbSession, settings: SettingsDep, file: Upload, title: Title = None
+    principal: Librarian,
+    db: DbSession,
+    settings: SettingsDep,
+    file: Upload,
+    title: Title = None,
+    collection: CollectionField = None,
 ) -> Response | DocumentOut:
     try:
-        version = await accept(db, settings, principal, file, title)
+        version = await accept(db, settings, principal, file, title, collection=collection)
     except UploadRefused as exc:
         return refused(exc)
-    return await _document_out(db, version.document_id)
+    return await _document_out(db, settings, principal, version.document_id)
 
 
 @router.post(
     "/{document_id}/versions", status_code=201, response_model=DocumentOut, responses=REFUSALS
 )
 async def upload_version(
-    document_id: uuid.UUID, principal: Admin, db: DbSession, settings: SettingsDep, file: Upload
+    document_id: uuid.UUID,
+    principal: Librarian,
+    db: DbSession,
+    settings: SettingsDep,
+    file: Upload,
 ) -> Response | DocumentOut:
     try:
         await accept(db, settings, principal, file, None, document_id)
     except UploadRefused as exc:
         return refused(exc)
-    return await _document_out(db, document_id)
+    return await _document_out(db, settings, principal, document_id)
 
 
 async def retire_document(
@@ -294,7 +343,7 @@ async def retire_document(
 ) -> None:
     """Retire (shared with the pages); retiring a retired document changes nothing."""
     document = await store.lock_document(db, document_id)
-    if document is None:
+    if document is None or not access_for(settings, principal).manages(document.collection):
         await db.rollback()
         raise DocumentNotFound("no such document")
     if document.status == DocumentStatus.retired:
@@ -310,13 +359,13 @@ async def retire_document(
 
 @router.post("/{document_id}/retire", response_model=DocumentOut, responses={404: {}})
 async def retire(
-    document_id: uuid.UUID, principal: Admin, db: DbSession, settings: SettingsDep
+    document_id: uuid.UUID, principal: Librarian, db: DbSession, settings: SettingsDep
 ) -> Response | DocumentOut:
     try:
         await retire_document(db, settings, principal, document_id)
     except UploadRefused as exc:
         return refused(exc)
-    return await _document_out(db, document_id)
+    return await _document_out(db, settings, principal, document_id)
 
 
 class PurgeIn(BaseModel):
@@ -333,7 +382,11 @@ class PurgeOut(BaseModel):
 
 @router.post("/{document_id}/purge", response_model=PurgeOut, responses={404: {}})
 async def purge(
-    document_id: uuid.UUID, body: PurgeIn, principal: Admin, db: DbSession, settings: SettingsDep
+    document_id: uuid.UUID,
+    body: PurgeIn,
+    principal: Librarian,
+    db: DbSession,
+    settings: SettingsDep,
 ) -> PurgeOut:
     """Remove a document uploaded by mistake: every version's file, text and embeddings.
 
@@ -342,7 +395,7 @@ async def purge(
     chunks, and each file's SHA-256.
     """
     document = await store.lock_document(db, document_id)
-    if document is None:
+    if document is None or not access_for(settings, principal).manages(document.collection):
         await db.rollback()
         raise HTTPException(404, "no such document")
     purged = await store.purge(db, document)
@@ -356,25 +409,41 @@ async def purge(
     return PurgeOut(id=document_id, versions=purged.versions, chunks=purged.chunks)
 
 
+def listed(settings: Settings, principal: Principal) -> frozenset[str] | None:
+    """The collections whose documents the library lists to ``principal``; None: all."""
+    return None if principal.has(Role.auditor) else access_for(settings, principal).manage
+
+
 @router.get("", response_model=list[DocumentOut])
-async def list_documents(principal: AdminOrAuditor, db: DbSession) -> list[DocumentOut]:
+async def list_documents(
+    principal: LibrarianOrAuditor, db: DbSession, settings: SettingsDep
+) -> list[DocumentOut]:
+    """The documents of the collections you manage (every one: admins and auditors)."""
     live = await store.live_versions(db)
-    return [DocumentOut.of(d, live) for d in await store.list_documents(db)]
+    documents = await store.list_documents(db, listed(settings, principal))
+    return [DocumentOut.of(d, live) for d in documents]
 
 
 @router.get("/{document_id}", response_model=DocumentOut, responses={404: {}})
 async def get_document(
-    document_id: uuid.UUID, principal: AdminOrAuditor, db: DbSession
+    document_id: uuid.UUID, principal: LibrarianOrAuditor, db: DbSession, settings: SettingsDep
 ) -> DocumentOut:
-    return await _document_out(db, document_id)
+    return await _document_out(db, settings, principal, document_id)
 
 
-async def _may_read(db: DbSession, principal: Principal, cited: store.CitedChunk) -> bool:
+async def _refusal(
+    db: DbSession, settings: Settings, principal: Principal, cited: store.CitedChunk
+) -> str | None:
+    """Why ``principal`` may not read the chunk (an audit reason code); None: they may."""
+    if not access_for(settings, principal).reads(cited.document.collection):
+        return "collection"
     if principal.has(Role.admin, Role.auditor) or principal.break_glass:
-        return True
+        return None
     if cited.chunk.searchable and cited.document.status == DocumentStatus.active:
-        return True
-    return await store.cited_to(db, principal.user_id, cited.chunk.id)
+        return None
+    if await store.cited_to(db, principal.user_id, cited.chunk.id):
+        return None
+    return "not_live_nor_cited"
 
 
 @chunks_router.get("/{chunk_id}", response_model=ChunkOut, responses={404: {}})
@@ -386,13 +455,16 @@ async def get_chunk(
 ) -> ChunkOut:
     """A cited passage, as the UI shows it when a citation is clicked.
 
-    Admins, auditors and break-glass read any passage. A clinician reads what search
-    can return (the live version of an active document) and what an answer of theirs
-    cited, so an old answer's sources stay checkable after a new version or a
-    retirement; anything else is "no such chunk", as ids are sequential.
+    Admins, auditors and break-glass read any passage. A clinician reads, in the
+    collections they may read, what search can return (the live version of an active
+    document) and what an answer of theirs cited, so an old answer's sources stay
+    checkable after a new version or a retirement; anything else is "no such chunk",
+    as ids are sequential. A clinician who left a department's groups no longer reads
+    its passages, even those an old answer cited.
     """
     cited = await store.cited_chunk(db, chunk_id)
-    if cited is not None and not await _may_read(db, principal, cited):
+    reason = cited and await _refusal(db, settings, principal, cited)
+    if cited is not None and reason is not None:
         await record(
             db,
             settings,
@@ -401,7 +473,7 @@ async def get_chunk(
             outcome="failure",
             entity_type="document",
             entity_id=cited.document.id,
-            detail={"chunk_id": chunk_id, "reason": "not_live_nor_cited"},
+            detail={"chunk_id": chunk_id, "reason": reason},
         )
         await db.commit()
         cited = None

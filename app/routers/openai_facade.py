@@ -41,6 +41,7 @@ from app.chat.prompt import Turn
 from app.crypto import KeysUnavailable
 from app.db import DbSession
 from app.errors import AT_CAPACITY, DependencyUnavailable, redis_reason
+from app.kb.collections import access_for
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -281,6 +282,7 @@ async def chat_completions(
         settings,
         question,
         history,
+        collections=access_for(settings, principal).read,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
     )

@@ -7,7 +7,10 @@ elements and text nodes, never HTML from the model) and static/chat.js posts
 questions to the API and shows the streamed answer, its citations (opened from GET
 /api/v1/chunks/{id}), the disclaimer and a "Copy answer" button, keeps the answer's
 end in view above the question box and takes the conversation's new title from the
-stream's ``done`` event. Under each answer of one's own conversation: thumbs up and down
+stream's ``done`` event. Beside it: the reader's own conversations, newest first, with a
+search over their titles and questions (GET /api/v1/conversations/search), and the cited
+passage in a side panel; "Regenerate" under the last answer asks its question again.
+Under each answer of one's own conversation: thumbs up and down
 (app/chat/feedback.py), sent by static/chat.js. Forms post with the session's
 ``csrf_token`` field.
 """
@@ -22,11 +25,13 @@ from app.auth.deps import Clinician, CurrentPrincipal
 from app.chat import feedback, service
 from app.db import DbSession
 from app.models import Role
+from app.routers.chat import SEARCH_MAX_CHARS
 from app.settings import Settings, get_settings
 from app.web import render
 
 router = APIRouter(include_in_schema=False)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SIDEBAR_LIMIT = 50  # the chat page's sidebar: the newest conversations; search finds more
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -64,6 +69,10 @@ async def chat_page(
         "chat.html",
         conversation=found,
         own=own,
+        # the sidebar: the reader's own conversations (also under break-glass)
+        recent=await service.list_conversations(db, settings, principal, limit=SIDEBAR_LIMIT),
+        search_max=SEARCH_MAX_CHARS,
+        search_scope=service.SEARCH_CONVERSATIONS,
         disclaimer=settings.disclaimer,
         # the reader's own ratings: only the owner rates (break-glass reads)
         ratings=await feedback.ratings(db, principal, answers) if own else {},

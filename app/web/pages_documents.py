@@ -1,4 +1,5 @@
-"""The document library (admin): list, upload, new version, retire.
+"""The document library (admins; a collection manager sees and manages only the
+documents of the collections they manage): list, upload, new version, retire.
 
 Forms post multipart with the session's ``csrf_token`` field; a refused upload
 re-renders the library with the reason and the refusal's 4xx status. Progress of
@@ -14,12 +15,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.auth.deps import Admin
+from app.auth.deps import Librarian
+from app.auth.principal import Principal
 from app.db import DbSession
 from app.kb import store
+from app.kb.collections import access_for, name_of
 from app.kb.ingest import TITLE_MAX
 from app.kb.parse import ACCEPTED, EXTENSIONS, UploadRefused
-from app.routers.documents import TITLE_PATTERN, UploadLimitRoute, accept, retire_document
+from app.routers.documents import (
+    TITLE_PATTERN,
+    UploadLimitRoute,
+    accept,
+    listed,
+    retire_document,
+)
 from app.settings import Settings, get_settings
 from app.web import render
 
@@ -31,11 +40,18 @@ async def library(
     request: Request,
     db: DbSession,
     settings: Settings,
+    principal: Principal,
     status_code: int = 200,
     error: str = "",
     notice: str = "",
 ) -> HTMLResponse:
-    documents = await store.list_documents(db)
+    documents = await store.list_documents(db, listed(settings, principal))
+    access = access_for(settings, principal)
+    # the collections an upload may go to, the default first for a hospital-wide admin
+    targets = sorted(
+        (slug for slug in settings.collections if access.manages(slug)),
+        key=lambda slug: (slug != settings.default_collection, name_of(settings, slug)),
+    )
     live = await store.live_versions(db)
     rows = []
     for document in documents:
@@ -45,6 +61,7 @@ async def library(
                 "document": document,
                 "latest": latest,
                 "live": live.get(document.id),
+                "collection": name_of(settings, document.collection),
                 # the PHI types the latest version holds, by name, with their counts
                 "phi": sorted((latest.phi_types or {}).items()) if latest else [],
             }
@@ -59,31 +76,33 @@ async def library(
         accept=",".join(sorted(EXTENSIONS)),
         accepted=ACCEPTED,
         max_mb=round(settings.upload_max_bytes / 2**20, 1),
+        collections=[(slug, name_of(settings, slug)) for slug in targets],
     )
 
 
 @router.get("/documents", response_class=HTMLResponse)
 async def documents_page(
-    principal: Admin, request: Request, db: DbSession, settings: SettingsDep
+    principal: Librarian, request: Request, db: DbSession, settings: SettingsDep
 ) -> Response:
     notice = "Uploaded: it is being processed." if request.query_params.get("uploaded") else ""
-    return await library(request, db, settings, notice=notice)
+    return await library(request, db, settings, principal, notice=notice)
 
 
 @router.post("/documents/upload", response_class=HTMLResponse)
 async def upload_page(
-    principal: Admin,
+    principal: Librarian,
     request: Request,
     db: DbSession,
     settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     title: Annotated[str, Form(max_length=TITLE_MAX, pattern=TITLE_PATTERN)] = "",
+    collection: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     try:
-        await accept(db, settings, principal, file, title or None)
+        await accept(db, settings, principal, file, title or None, collection=collection or None)
     except UploadRefused as exc:
         return await library(
-            request, db, settings, exc.status_code, f"Not uploaded: {exc.message}."
+            request, db, settings, principal, exc.status_code, f"Not uploaded: {exc.message}."
         )
     return RedirectResponse("/documents?uploaded=1", status.HTTP_303_SEE_OTHER)
 
@@ -91,7 +110,7 @@ async def upload_page(
 @router.post("/documents/{document_id}/versions", response_class=HTMLResponse)
 async def version_page(
     document_id: uuid.UUID,
-    principal: Admin,
+    principal: Librarian,
     request: Request,
     db: DbSession,
     settings: SettingsDep,
@@ -101,7 +120,7 @@ async def version_page(
         await accept(db, settings, principal, file, None, document_id)
     except UploadRefused as exc:
         return await library(
-            request, db, settings, exc.status_code, f"Not uploaded: {exc.message}."
+            request, db, settings, principal, exc.status_code, f"Not uploaded: {exc.message}."
         )
     return RedirectResponse("/documents?uploaded=1", status.HTTP_303_SEE_OTHER)
 
@@ -109,7 +128,7 @@ async def version_page(
 @router.post("/documents/{document_id}/retire", response_class=HTMLResponse)
 async def retire_page(
     document_id: uuid.UUID,
-    principal: Admin,
+    principal: Librarian,
     request: Request,
     db: DbSession,
     settings: SettingsDep,
@@ -117,5 +136,7 @@ async def retire_page(
     try:
         await retire_document(db, settings, principal, document_id)
     except UploadRefused as exc:
-        return await library(request, db, settings, exc.status_code, f"Not retired: {exc.message}.")
+        return await library(
+            request, db, settings, principal, exc.status_code, f"Not retired: {exc.message}."
+        )
     return RedirectResponse("/documents", status.HTTP_303_SEE_OTHER)

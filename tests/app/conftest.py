@@ -8,8 +8,9 @@ started once per session by tests/services/; the app is the ASGI app in-process.
 Tests get:
 - ``settings``: a Settings bound to all of them (development mode, http cookies);
 - ``client``: an anonymous TestClient;
-- ``login(*roles)``: a TestClient signed in as a new user holding ``roles``
-  (its CSRF token is sent on every request as X-CSRF-Token);
+- ``login(*roles, groups=[...])``: a TestClient signed in as a new user holding
+  ``roles`` and member of the directory ``groups`` (DNs; they decide the collections
+  read and managed); its CSRF token is sent on every request as X-CSRF-Token;
 - ``users``: creates users directly in the database; a local one (with a password)
   has its second factor enrolled, and ``totp_code(username)`` gives a code it may
   sign in with now.
@@ -171,7 +172,11 @@ def users(settings: Settings) -> Callable[..., uuid.UUID]:
     ``totp`` is False (``totp_code(username)``: a code for it)."""
 
     def create(
-        username: str, roles: list[str], password: str | None = None, totp: bool = True
+        username: str,
+        roles: list[str],
+        password: str | None = None,
+        totp: bool = True,
+        groups: list[str] | tuple[str, ...] = (),
     ) -> uuid.UUID:
         import psycopg
         from argon2 import PasswordHasher
@@ -183,9 +188,9 @@ def users(settings: Settings) -> Callable[..., uuid.UUID]:
         with psycopg.connect(conninfo(settings)) as conn:
             conn.execute(
                 "INSERT INTO users (id, username, display_name, source, password_hash, roles,"
-                " disabled) VALUES (%s, %s, %s, %s, %s, %s, false)",
+                " directory_groups, disabled) VALUES (%s, %s, %s, %s, %s, %s, %s, false)",
                 (user_id, username, f"Test {username}", "local" if password else "ldap",
-                 hashed, roles),
+                 hashed, roles, list(groups)),
             )  # fmt: skip
         if password and totp:
             enrol_totp(settings, user_id, username)
@@ -206,13 +211,15 @@ def login(
     clients: list[TestClient] = []
     app.dependency_overrides[get_settings] = lambda: settings
 
-    def make(*roles: Role, username: str | None = None) -> TestClient:
+    def make(
+        *roles: Role, username: str | None = None, groups: list[str] | tuple[str, ...] = ()
+    ) -> TestClient:
         name = username or f"user-{uuid.uuid4().hex[:8]}"
-        user_id = users(name, [str(r) for r in roles])
+        user_id = users(name, [str(r) for r in roles], groups=groups)
 
         async def session() -> tuple[str, str]:
             store = SessionStore(redis_for(settings), settings)
-            token = await store.create(user_id, name, f"Test {name}", set(roles))
+            token = await store.create(user_id, name, f"Test {name}", set(roles), groups)
             principal = await store.load(token)
             await close_all()
             assert principal is not None

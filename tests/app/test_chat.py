@@ -14,6 +14,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -455,6 +456,58 @@ def test_conversations_are_private_to_their_owner(
     assert len(stored) == 2
 
 
+def test_search_finds_only_one_s_own_conversations_and_never_logs_the_query(
+    login: Callable[..., TestClient],
+    settings: Settings,
+    corpus: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owner, other = login(Role.clinician), login(Role.clinician)
+    word = f"quorvex{uuid.uuid4().hex[:6]}"  # in no one else's text
+    mine = new_conversation(owner)
+    # past the 80 characters of the title the first question gives the conversation
+    question = f"{UNCOVERED} Asking for the ward team before the winter rota closes: {word} leave?"
+    assert ask(owner, mine, question).status_code == 200
+    titled = new_conversation(owner, f"Handover {word.upper()} notes")
+    theirs = new_conversation(other)
+    assert ask(other, theirs, f"{word} rota for nights? {UNCOVERED}").status_code == 200
+
+    caplog.set_level(logging.DEBUG)
+    response = owner.get(f"{API}/search", params={"q": f"{word} LEAVE"})
+    assert response.status_code == 200, response.text
+    hits = response.json()
+    assert [h["id"] for h in hits] == [mine]  # every word must match; the title lacks "leave"
+    assert hits[0]["matched"] == "question" and word in hits[0]["snippet"]
+    assert hits[0]["title"].startswith(UNCOVERED) and word not in hits[0]["title"]
+    # the newest first, titles too, case-insensitive; the other user's never
+    hits = owner.get(f"{API}/search", params={"q": word}).json()
+    assert [h["id"] for h in hits] == [titled, mine]
+    assert hits[0]["matched"] == "title" and hits[0]["snippet"] == ""
+    found = other.get(f"{API}/search", params={"q": word}).json()
+    assert [h["id"] for h in found] == [theirs]
+    assert owner.get(f"{API}/search", params={"q": "rota nights"}).json() == []
+    assert word not in caplog.text and "LEAVE" not in caplog.text
+
+    # empty, blank, too long or control characters: 422, the query not echoed
+    for q in ("", "   ", f"{word} " + "x" * 200, f"{word}\x00"):
+        response = owner.get(f"{API}/search", params={"q": q})
+        assert response.status_code == 422, (q, response.status_code)
+        assert word not in response.text
+    assert owner.get(f"{API}/search", params={"q": "x" * 200}).status_code == 200
+    assert owner.get(f"{API}/search").status_code == 422
+    done_with(owner)
+    done_with(other)
+
+    audited = sql(
+        settings,
+        "SELECT detail FROM audit_events WHERE action = 'conversation.read' AND actor = %s"
+        " AND detail ? 'searched' ORDER BY id",
+        owner.username,  # type: ignore[attr-defined]
+    )
+    assert audited[0][0] == {"searched": 2, "questions": 1, "found": 1}
+    assert all(word not in json.dumps(detail) for (detail,) in audited)
+
+
 def test_break_glass_reads_any_conversation_and_is_flagged(
     login: Callable[..., TestClient], settings: Settings, corpus: dict[str, str]
 ) -> None:
@@ -642,7 +695,10 @@ def test_home_and_chat_pages(
     # answers are shown as markdown by markdown.js from their text (escaped here)
     assert '<div class="message-content markdown">' in page.text
     assert page.text.index("/static/markdown.js") < page.text.index("/static/chat.js")
-    assert 'id="chunk-dialog"' in page.text
+    assert 'id="passage-panel"' in page.text  # the cited passage's side panel
+    # the sidebar: one's own conversations, this one marked, and the search box
+    assert f'<a href="/c/{conversation}" aria-current="page">' in page.text
+    assert 'id="search-box"' in page.text
     no_inline_script_or_style(page.text)
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
     assert client.get("/static/chat.js").status_code == 200
@@ -676,6 +732,35 @@ def test_home_sends_other_roles_to_their_area(
 def test_home_without_a_session_is_the_sign_in_page(client: TestClient) -> None:
     response = client.get("/", headers={"Accept": "text/html"})
     assert response.status_code == 401 and 'action="/login"' in response.text
+
+
+def test_the_pages_show_the_hospital_s_name_and_logo(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    page = client.get("/login")
+    assert "brand-hospital" not in page.text and "/static/brand-logo" not in page.text
+    assert client.get("/static/brand-logo").status_code == 404  # none set
+
+    logo = tmp_path / "logo.svg"
+    logo.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    use(settings.model_copy(update={"brand_name": "St Synthetic's <b>", "brand_logo_path": logo}))
+    page = client.get("/login")  # public, as the logo is
+    assert '<span class="brand-hospital">St Synthetic&#39;s &lt;b&gt;</span>' in page.text
+    assert '<img class="brand-logo" src="/static/brand-logo" alt="">' in page.text
+    served = client.get("/static/brand-logo")
+    assert served.status_code == 200 and served.content == logo.read_bytes()
+    assert served.headers["content-type"] == "image/svg+xml"
+    assert served.headers["x-content-type-options"] == "nosniff"
+
+    # a logo that is missing, of another type or too large is not served, nor shown
+    large = tmp_path / "large.png"
+    large.write_bytes(b"\x89PNG" + b"\0" * (1024 * 1024))
+    script = tmp_path / "logo.html"
+    script.write_text("<script>alert(1)</script>")
+    for path in (tmp_path / "missing.png", large, script):
+        use(settings.model_copy(update={"brand_logo_path": path}))
+        assert client.get("/static/brand-logo").status_code == 404, path
+        assert "/static/brand-logo" not in client.get("/login").text
 
 
 # -- prompt (no services) ----------------------------------------------------------------------

@@ -721,24 +721,15 @@ def _no_leftover_overrides() -> Iterator[None]:
 
 def test_the_worker_process_stops_on_sigterm(admin: TestClient, settings: Settings) -> None:
     """``python -m app.kb.worker`` reads its settings from the environment and exits cleanly."""
-    import json
     import os
     import signal
     import subprocess
     import sys
 
-    from pydantic import SecretStr
+    from tests.services.stack import settings_env
 
     response = upload(admin, "proc.txt", unique("Processed by the worker process."), "text/plain")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, value in settings:
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"CLINCHAT_{name.upper()}"] = (
-            json.dumps(value) if isinstance(value, dict | list) else str(value)
-        )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **settings_env(settings)}
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "app.kb.worker"],
         env=env,

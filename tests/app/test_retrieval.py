@@ -274,5 +274,10 @@ def test_bench_runs_at_2000_chunks(base_settings: Settings, postgres: PrivatePos
     for half in ("total", "embed", "vector", "fts", "fuse"):
         assert set(result["latency_ms"][half]) == {"p50", "p95", "mean", "max"}
     assert result["hits_per_query_mean"] > 0
+    # asked again as a clinician of one of the 5 departments (the first document's)
+    scoped = result["scoped"]
+    assert scoped["collections"] == 5 and scoped["reads"] == ["dept-0"]
+    assert scoped["hits_per_query_mean"] > 0 and 0 < scoped["vector_recall"] <= 1
+    assert set(scoped["latency_ms"]["total"]) == {"p50", "p95", "mean", "max"}
     assert isinstance(result["vector_plan_uses_hnsw_index"], bool)
     assert result["machine"]["pgvector"]

@@ -15,15 +15,29 @@ people of the appliance each do their job through the pages only:
   finds it in the feedback queue and marks it reviewed;
 - an auditor finds those events in the audit trail and verifies the chain;
 - a local (break-glass) account signs in with its authentication code;
-- the library names each file input's document and each PHI badge's types.
+- the library names each file input's document and each PHI badge's types;
+- the chat page's sidebar finds a clinician's own conversation by a word of its
+  question (never another clinician's), a citation opens its passage in a side panel
+  (an overlay on a phone), "Regenerate" asks the last question again, the shortcuts
+  work, and the dark theme is chosen, remembered and readable.
+
+Every page is checked with axe-core (WCAG 2.1 A and AA rules): zero violations, each
+one printed with its target nodes otherwise. axe.min.js comes from
+tests/setup-controller.sh (a pinned release, in $CLINCHAT_CACHE/axe-core/); without it
+the tests fail, they do not skip.
 
 No page may log a console error: a Content-Security-Policy violation (an inline
 script or style) would show up there.
+
+``CLINCHAT_SCREENSHOTS=app/docs/screenshots pytest -q tests/app/test_ui.py`` also
+saves the screenshots app/README.md shows (chat light and dark, the sidebar's search,
+the feedback queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -35,6 +49,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -46,7 +61,8 @@ from app.chat.prompt import NOT_FOUND
 from app.db import dispose_all, sessionmaker
 from app.kb.worker import run_worker
 from app.models import Conversation, Role
-from app.settings import Settings
+from app.sealed import CONVERSATION_TITLE
+from app.settings import CollectionSpec, Settings
 from tests.app.conftest import enrol_totp
 from tests.app.data import kbdocs
 from tests.app.data.kbdb import isolated_settings
@@ -57,11 +73,30 @@ from tests.services.postgres import PrivatePostgres
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 60  # generous: CI shares 2 cores between the browser, the app and the model
+# tests/setup-controller.sh pins the same version
+AXE_VERSION = "4.10.3"
+AXE = Path(os.environ.get("CLINCHAT_CACHE", "/var/cache/clinchat"), "axe-core", AXE_VERSION,
+           "axe.min.js")  # fmt: skip
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+BRAND = "Synthetic General Hospital"
 
 
 @pytest.fixture(scope="module")
-def ui_settings(base_settings: Settings, postgres: PrivatePostgres) -> Settings:
-    return isolated_settings(base_settings, postgres, max_answer_tokens=24)
+def ui_settings(
+    base_settings: Settings,
+    postgres: PrivatePostgres,
+    ldap_server,  # noqa: ANN001
+) -> Settings:
+    # the hospital's name and logo (here the app's own icon) in every page's top bar
+    logo = Path(__file__).parents[2] / "app" / "web" / "static" / "favicon.svg"
+    # and a department: the ICU's collection, read by the directory's icu-staff only
+    collections = {
+        "hospital-wide": CollectionSpec(name="Hospital-wide", readers=["*"]),
+        "icu": CollectionSpec(name="Intensive care", readers=[ldap_server.group_dn("icu-staff")]),
+    }
+    return isolated_settings(base_settings, postgres, max_answer_tokens=24,
+                             brand_name=BRAND, brand_logo_path=logo,
+                             collections=collections)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +142,47 @@ def browser() -> Iterator[WebDriver]:
     # An explicit driver path: Selenium Manager (which would download one) never runs.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
+    driver.set_script_timeout(WAIT_S)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: run tests/setup-controller.sh (it fetches axe-core)")
+    return AXE.read_text()
+
+
+def assert_accessible(driver: WebDriver, axe_source: str, page: str) -> None:
+    """axe-core's WCAG 2.1 A and AA rules find nothing on the page as it is now."""
+    if not driver.execute_script("return typeof window.axe === 'object'"):
+        driver.execute_script(axe_source)
+    found = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: "tag", values: arguments[0]},
+                           resultTypes: ["violations"]})
+          .then((r) => done(r.violations.map((v) => ({
+                  id: v.id, impact: v.impact, help: v.help,
+                  nodes: v.nodes.map((n) => n.target.join(" ") + ": " + n.failureSummary)}))),
+                (e) => done([{id: "axe-error", impact: "", help: String(e), nodes: []}]));
+        """,
+        AXE_TAGS,
+    )
+    report = "\n".join(
+        f"- {v['id']} ({v['impact']}): {v['help']}\n" + "\n".join(f"    {n}" for n in v["nodes"])
+        for v in found
+    )
+    assert not found, f"axe: {len(found)} violation(s) on {page}:\n{report}"
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """The viewport as ``$CLINCHAT_SCREENSHOTS/<name>.png`` when that is set (the README's)."""
+    directory = os.environ.get("CLINCHAT_SCREENSHOTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(Path(directory, f"{name}.png")))
 
 
 def wait(driver: WebDriver) -> WebDriverWait:
@@ -134,6 +208,42 @@ def viewport(driver: WebDriver, width: int, height: int) -> None:
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
     )
+
+
+def too_wide_for_a_phone(driver: WebDriver) -> str:
+    """What, on the page as it is now, reaches past a 420 px wide screen; "" if nothing."""
+    viewport(driver, 420, 800)
+    try:
+        return str(
+            driver.execute_script(
+                """
+                if (document.documentElement.scrollWidth <= innerWidth) return "";
+                // inside a box that scrolls (an absolutely placed element escapes one
+                // that is not positioned itself)
+                const clipped = (e) => {
+                  const free = getComputedStyle(e).position === "absolute";
+                  for (let a = e.parentElement; a; a = a.parentElement) {
+                    const style = getComputedStyle(a);
+                    if (style.overflowX !== "visible" &&
+                        (!free || style.position !== "static")) return true;
+                  }
+                  return false;
+                };
+                // the deepest elements past the edge, or whose text overflows them
+                const past = (e) => e.getBoundingClientRect().right > innerWidth + 1;
+                const wide = [...document.body.querySelectorAll("*")].filter((e) => {
+                  if (clipped(e) || e.getBoundingClientRect().width === 0) return false;
+                  const spills = getComputedStyle(e).overflowX === "visible" &&
+                    e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0;
+                  return (past(e) && ![...e.children].some(past)) || spills;
+                });
+                return `${document.documentElement.scrollWidth} px wide: ` +
+                  wide.slice(0, 5).map((e) => e.outerHTML.slice(0, 100)).join(" | ");
+                """
+            )
+        )
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def in_view(driver: WebDriver, element: WebElement) -> str:
@@ -207,8 +317,9 @@ def upload_on_page(browser: WebDriver, title: str, source: Path) -> None:
 def test_admin_uploads_a_guideline_and_sees_it_ready(
     browser: WebDriver,
     live: str,
-    ldap_server,
-    tmp_path: Path,  # noqa: ANN001
+    ldap_server,  # noqa: ANN001
+    tmp_path: Path,
+    axe_source: str,
 ) -> None:
     sign_in(browser, live, "admin1", ldap_server.users["admin1"])
     browser.get(f"{live}/documents")
@@ -224,6 +335,8 @@ def test_admin_uploads_a_guideline_and_sees_it_ready(
     )
     percent = browser.find_element(By.CSS_SELECTOR, f"{row} .doc-percent").text
     assert percent == "100%"
+    assert_accessible(browser, axe_source, "the documents page")
+    assert too_wide_for_a_phone(browser) == "", "the documents page"
     assert console_errors(browser) == []
 
 
@@ -231,6 +344,7 @@ def test_clinician_reads_a_streamed_cited_answer(
     browser: WebDriver,
     live: str,
     ldap_server,  # noqa: ANN001
+    axe_source: str,
 ) -> None:
     sign_in(browser, live, "clin1", ldap_server.users["clin1"])
     browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
@@ -265,14 +379,44 @@ def test_clinician_reads_a_streamed_cited_answer(
     copy = browser.find_element(By.CSS_SELECTOR, f"{answer} button.copy-answer")
     assert copy.accessible_name == "Copy answer"
 
-    citation.click()  # opens the passage in a dialog, not a new page
-    dialog = browser.find_element(By.ID, "chunk-dialog")
+    assert_accessible(browser, axe_source, "the chat page with an answer")
+
+    # the citation opens its passage in a panel beside the answer, not a new page
+    citation.click()
+    panel = browser.find_element(By.ID, "passage-panel")
     wait(browser).until(
         ec.text_to_be_present_in_element((By.ID, "chunk-title"), "Zorbexine infusion guideline")
     )
-    assert dialog.is_displayed()
+    assert panel.is_displayed() and panel.value_of_css_property("position") == "sticky"
+    messages = browser.find_element(By.ID, "messages")
+    assert panel.rect["x"] >= messages.rect["x"] + messages.rect["width"], "not beside"
+    assert in_view(browser, panel) == ""
     assert "zorbexine" in browser.find_element(By.ID, "chunk-text").text.lower()
-    dialog.find_element(By.CSS_SELECTOR, "button").click()
+    assert browser.switch_to.active_element == panel  # focus went to the passage
+    assert_accessible(browser, axe_source, "the chat page with the passage open")
+    # Escape closes it and gives the focus back to the citation
+    panel.send_keys(Keys.ESCAPE)
+    wait(browser).until(ec.invisibility_of_element(panel))
+    assert browser.switch_to.active_element == citation
+
+    # on a phone the passage covers the answers, and its Close button closes it
+    viewport(browser, 420, 800)
+    try:
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", citation)
+        citation.click()
+        wait(browser).until(ec.visibility_of(panel))
+        wait(browser).until(
+            ec.text_to_be_present_in_element((By.ID, "chunk-title"), "Zorbexine infusion")
+        )
+        assert panel.value_of_css_property("position") == "fixed"
+        assert browser.find_element(By.ID, "passage-backdrop").is_displayed()
+        assert in_view(browser, panel) == ""
+        assert_accessible(browser, axe_source, "the passage over the chat page, 420 px")
+        browser.find_element(By.ID, "passage-close").click()
+        wait(browser).until(ec.invisibility_of_element(panel))
+        assert browser.switch_to.active_element == citation
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     # The conversation is kept: reloading shows the answer with its citation.
     browser.refresh()
@@ -379,6 +523,7 @@ def test_a_reported_answer_reaches_the_admins_queue(
     browser: WebDriver,
     live: str,
     ldap_server,  # noqa: ANN001
+    axe_source: str,
 ) -> None:
     sign_in(browser, live, "clin1", ldap_server.users["clin1"])
     browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
@@ -414,6 +559,9 @@ def test_a_reported_answer_reaches_the_admins_queue(
                if comment in i.text]  # fmt: skip
     for shown in ("Thumbs down", "Outdated policy", UNCOVERED, NOT_FOUND, "clin1"):
         assert shown in item.text, shown
+    assert_accessible(browser, axe_source, "the feedback queue")
+    assert too_wide_for_a_phone(browser) == "", "the feedback queue"
+    screenshot(browser, "feedback-queue")
     item.find_element(By.CSS_SELECTOR, "form.review button[type=submit]").click()
     # back on the open queue, without it
     wait(browser).until(ec.staleness_of(item))
@@ -446,6 +594,7 @@ def test_auditor_finds_the_events_and_verifies_the_chain(
     browser: WebDriver,
     live: str,
     ldap_server,  # noqa: ANN001
+    axe_source: str,
 ) -> None:
     sign_in(browser, live, "audit1", ldap_server.users["audit1"])
     browser.get(f"{live}/audit")
@@ -455,11 +604,13 @@ def test_auditor_finds_the_events_and_verifies_the_chain(
     browser.find_element(By.CSS_SELECTOR, "form[action='/audit/verify'] button").click()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".verdict")))
     assert "intact" in browser.find_element(By.CSS_SELECTOR, ".verdict").text.lower()
+    assert_accessible(browser, axe_source, "the audit page")
+    assert too_wide_for_a_phone(browser) == "", "the audit page"
     assert console_errors(browser) == []
 
 
 def test_a_local_account_signs_in_with_its_authentication_code(
-    browser: WebDriver, live: str, ui_settings: Settings
+    browser: WebDriver, live: str, ui_settings: Settings, axe_source: str
 ) -> None:
     import psycopg
     from argon2 import PasswordHasher
@@ -480,6 +631,15 @@ def test_a_local_account_signs_in_with_its_authentication_code(
     field = browser.find_element(By.ID, "totp")
     assert field.get_attribute("autocomplete") == "one-time-code"
     assert field.get_attribute("inputmode") == "numeric"
+    # the hospital's name and logo, before anyone has signed in
+    assert browser.find_element(By.CSS_SELECTOR, ".brand .brand-hospital").text == BRAND
+    logo = browser.find_element(By.CSS_SELECTOR, ".brand img.brand-logo")
+    assert logo.size["width"] > 0 and logo.get_attribute("src").endswith("/static/brand-logo")
+    assert browser.execute_async_script(
+        "fetch('/static/brand-logo').then((r) => arguments[0](r.status + ' ' + "
+        "r.headers.get('content-type')))"
+    ) == "200 image/svg+xml"  # fmt: skip
+    assert_accessible(browser, axe_source, "the sign-in page")
     submit = "form[action='/login'] button[type=submit]"
     # the password alone: the page asks for the code
     browser.find_element(By.ID, "username").send_keys(name)
@@ -487,6 +647,7 @@ def test_a_local_account_signs_in_with_its_authentication_code(
     browser.find_element(By.CSS_SELECTOR, submit).click()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
     assert "second factor required" in browser.find_element(By.CSS_SELECTOR, "p.error").text
+    assert_accessible(browser, axe_source, "the sign-in page asking a local account's code")
     # the refusal's own 401 is the only console entry (reading the log empties it)
     assert all("status of 401" in e for e in console_errors(browser))
     # the name is kept; the password and the code from the authenticator app
@@ -494,6 +655,213 @@ def test_a_local_account_signs_in_with_its_authentication_code(
     browser.find_element(By.ID, "totp").send_keys(totp(secret, time.time()))
     browser.find_element(By.CSS_SELECTOR, submit).click()
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.signout")))
+    assert console_errors(browser) == []
+
+
+def another_clinicians_conversation(settings: Settings, question: str) -> str:
+    """A conversation of a clinician other than clin1 (a local account made here)."""
+    import psycopg
+
+    from app.db import conninfo
+
+    name, user_id = f"clin-{uuid.uuid4().hex[:8]}", uuid.uuid4()
+    with psycopg.connect(conninfo(settings)) as conn:
+        conn.execute(
+            "INSERT INTO users (id, username, display_name, source, roles, disabled)"
+            " VALUES (%s, %s, %s, 'local', %s, false)",
+            (user_id, name, name, ["clinician"]),
+        )
+
+    async def go() -> str:
+        try:
+            async with sessionmaker(settings)() as db:
+                principal = Principal(user_id, name, name, frozenset({Role.clinician}), "", "")
+                conversation = await service.create_conversation(db, settings, principal, None)
+                return str(conversation.id)
+        finally:
+            await dispose_all()
+
+    conversation = asyncio.run(go())
+    store_exchange(settings, conversation, question, "Synthetic answer.")
+    return conversation
+
+
+def new_conversation_page(browser: WebDriver, live: str, settings: Settings, question: str) -> str:
+    """A new conversation of the signed-in clinician holding ``question`` and an answer,
+    named after the question as the first question names it; its id."""
+    browser.get(f"{live}/")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+    conversation = browser.current_url.rsplit("/", 1)[1]
+    store_exchange(settings, conversation, question, "Synthetic answer with **markdown**.")
+
+    async def rename() -> None:
+        try:
+            async with sessionmaker(settings)() as db:
+                found = await db.get(Conversation, uuid.UUID(conversation))
+                assert found is not None
+                aad = CONVERSATION_TITLE.aad(found.id, found.user_id)
+                found.title_enc = await service.encrypt(settings, service.new_title(question), aad)
+                await db.commit()
+        finally:
+            await dispose_all()
+
+    asyncio.run(rename())
+    return conversation
+
+
+def test_the_sidebar_finds_one_s_own_conversations(
+    browser: WebDriver,
+    live: str,
+    ui_settings: Settings,
+    ldap_server,  # noqa: ANN001
+    axe_source: str,
+) -> None:
+    word = f"vantorel{uuid.uuid4().hex[:6]}"  # in no title: past the first 80 characters
+    padding = "Before the ward round, a question for the synthetic record about the dose of"
+    theirs = another_clinicians_conversation(ui_settings, f"{padding} {word} in renal failure?")
+    sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+    mine = new_conversation_page(browser, live, ui_settings, f"{padding} {word} for children?")
+    other = new_conversation_page(browser, live, ui_settings, "When is the pharmacy open?")
+    browser.get(f"{live}/")
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.conversations")))
+    assert_accessible(browser, axe_source, "the home page (conversations)")
+    browser.get(f"{live}/c/{other}")
+    sidebar = wait(browser).until(ec.visibility_of_element_located((By.ID, "sidebar")))
+    recent = [a.get_attribute("href").rsplit("/", 1)[1]
+              for a in sidebar.find_elements(By.CSS_SELECTOR, "#conversation-list a")]  # fmt: skip
+    assert recent[:2] == [other, mine], "newest first"
+    current = sidebar.find_element(By.CSS_SELECTOR, "#conversation-list a[aria-current=page]")
+    assert current.get_attribute("href").endswith(other)
+    screenshot(browser, "chat-light")
+
+    # Ctrl+K: the search box; a word of the question finds this clinician's conversation
+    browser.find_element(By.ID, "question").send_keys(Keys.CONTROL, "k")
+    box = browser.find_element(By.ID, "search-box")
+    assert browser.switch_to.active_element == box
+    box.send_keys(word.upper())
+    results = (By.CSS_SELECTOR, "#search-results a")
+    wait(browser).until(ec.visibility_of_element_located(results))
+    found = [a.get_attribute("href").rsplit("/", 1)[1] for a in browser.find_elements(*results)]
+    assert found == [mine], found
+    assert theirs not in found
+    assert word in browser.find_element(By.CSS_SELECTOR, "#search-results .snippet").text
+    assert browser.find_element(By.ID, "search-status").text == "1 conversation found"
+    assert not browser.find_element(By.ID, "conversation-list").is_displayed()
+    screenshot(browser, "sidebar-search")
+    assert_accessible(browser, axe_source, "the sidebar with search results")
+    # the other clinician's own words find nothing here
+    box.clear()
+    box.send_keys(f"{word} renal")
+    wait(browser).until(
+        ec.text_to_be_present_in_element((By.ID, "search-status"), "0 conversations found")
+    )
+    # Escape empties the search: the recent list again
+    box.send_keys(Keys.ESCAPE)
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "conversation-list")))
+
+    # on a phone the sidebar is behind its button (Ctrl+K opened it: a fresh page)
+    viewport(browser, 420, 800)
+    try:
+        browser.refresh()
+        sidebar = wait(browser).until(ec.presence_of_element_located((By.ID, "sidebar")))
+        toggle = browser.find_element(By.ID, "sidebar-toggle")
+        assert not sidebar.is_displayed() and toggle.get_attribute("aria-expanded") == "false"
+        toggle.click()
+        wait(browser).until(ec.visibility_of(sidebar))
+        assert toggle.get_attribute("aria-expanded") == "true"
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= innerWidth"
+        ), "the page is wider than a narrow screen"
+        assert_accessible(browser, axe_source, "the chat page, 420 px, sidebar open")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+    # Ctrl+Shift+O: a new conversation
+    browser.find_element(By.ID, "question").send_keys(Keys.CONTROL, Keys.SHIFT, "o")
+    wait(browser).until(lambda d: not d.current_url.endswith(other))
+    assert browser.find_element(By.ID, "conversation-title").text == "New conversation"
+    assert console_errors(browser) == []
+
+
+def test_regenerate_asks_the_last_question_again(
+    browser: WebDriver,
+    live: str,
+    ldap_server,  # noqa: ANN001
+) -> None:
+    sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+    browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+    first = ask_and_wait(browser, UNCOVERED)  # the fixed not-found answer: no model call
+    # only the last answer has the button
+    (button,) = browser.find_elements(By.CSS_SELECTOR, "button.regenerate")
+    assert first.find_elements(By.CSS_SELECTOR, "button.regenerate") == [button]
+    assert button.accessible_name == "Regenerate"
+    done = ".message.assistant .disclaimer"
+    button.click()
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, done)) == 2)
+    wait(browser).until(ec.element_to_be_clickable((By.ID, "ask-button")))
+    questions = browser.find_elements(By.CSS_SELECTOR, ".message.user .message-content")
+    assert [q.text for q in questions] == [UNCOVERED, UNCOVERED]
+    answers = browser.find_elements(By.CSS_SELECTOR, ".message.assistant")
+    assert len(answers) == 2  # the earlier answer stays
+    (button,) = browser.find_elements(By.CSS_SELECTOR, "button.regenerate")
+    assert answers[1].find_elements(By.CSS_SELECTOR, "button.regenerate") == [button]
+    # stored: after a reload the same two exchanges, the button under the last answer
+    browser.refresh()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "button.regenerate")))
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".message.user")) == 2
+    last = browser.find_elements(By.CSS_SELECTOR, ".message.assistant")[-1]
+    assert last.find_elements(By.CSS_SELECTOR, "button.regenerate")
+    assert console_errors(browser) == []
+
+
+def test_the_dark_theme_is_chosen_remembered_and_readable(
+    browser: WebDriver,
+    live: str,
+    ldap_server,  # noqa: ANN001
+    axe_source: str,
+) -> None:
+    sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+    browser.find_element(By.CSS_SELECTOR, "table.conversations a").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+
+    def background() -> str:
+        return browser.find_element(By.TAG_NAME, "body").value_of_css_property("background-color")
+
+    light = background()
+    toggle = browser.find_element(By.ID, "theme-toggle")
+    assert toggle.accessible_name == "Dark theme"
+    assert toggle.get_attribute("aria-pressed") == "false"
+    try:
+        toggle.click()
+        assert toggle.get_attribute("aria-pressed") == "true"
+        dark = background()
+        assert dark != light, dark
+        # remembered: the next page is dark from the start
+        browser.refresh()
+        wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+        assert background() == dark
+        assert browser.find_element(By.ID, "theme-toggle").get_attribute("aria-pressed") == "true"
+        screenshot(browser, "chat-dark")
+        assert_accessible(browser, axe_source, "the chat page, dark theme")
+        browser.find_element(By.ID, "theme-toggle").click()
+        assert background() == light
+    finally:
+        browser.execute_script("localStorage.removeItem('clinchat-theme')")
+    assert console_errors(browser) == []
+
+
+def test_the_break_glass_page_is_accessible(
+    browser: WebDriver,
+    live: str,
+    ldap_server,  # noqa: ANN001
+    axe_source: str,
+) -> None:
+    sign_in(browser, live, "clin1", ldap_server.users["clin1"])
+    browser.get(f"{live}/break-glass")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "reason")))
+    assert_accessible(browser, axe_source, "the break-glass page")
     assert console_errors(browser) == []
 
 
@@ -529,3 +897,60 @@ def test_the_library_names_its_inputs_and_the_phi_it_found(
     assert retire.value_of_css_property("background-color") != \
         upload_button.value_of_css_property("background-color")  # fmt: skip
     assert console_errors(browser) == []
+
+
+ICU_GUIDELINE = """# Velmarine arterial line care
+
+## Flushing
+Flush every Velmarine arterial line with heparinised saline at 3 ml an hour, and
+change the transducer set every 96 hours on the intensive care unit.
+"""
+ICU_QUESTION = "How often is a Velmarine arterial line flushed?"
+ICU_TITLE = "Velmarine arterial line care"
+
+
+def test_a_department_s_guideline_reaches_only_its_clinicians(
+    browser: WebDriver,
+    live: str,
+    ldap_server,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """The admin files a guideline under the ICU's collection; icu1 (ICU staff in the
+    directory) gets it cited and opens the passage; clin1 gets no citation of it, and
+    its passage's URL answers 404 in clin1's browser."""
+    sign_in(browser, live, "admin1", ldap_server.users["admin1"])
+    browser.get(f"{live}/documents")
+    source = tmp_path / "velmarine.md"
+    source.write_text(ICU_GUIDELINE)
+    Select(browser.find_element(By.NAME, "collection")).select_by_visible_text("Intensive care")
+    upload_on_page(browser, ICU_TITLE, source)
+    row = "tr[data-document-id]:first-child"
+    wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, row), ICU_TITLE))
+    assert "Intensive care" in browser.find_element(By.CSS_SELECTOR, row).text
+    wait(browser).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, f"{row} .doc-status"), "ready")
+    )
+
+    def ask_as(uid: str) -> list[WebElement]:
+        sign_in(browser, live, uid, ldap_server.users[uid])
+        browser.get(f"{live}/")
+        browser.find_element(By.CSS_SELECTOR, "form[action='/conversations/new'] button").click()
+        wait(browser).until(ec.presence_of_element_located((By.ID, "question")))
+        answer = ask_and_wait(browser, ICU_QUESTION)
+        return [c for c in answer.find_elements(By.CSS_SELECTOR, "a.cite") if ICU_TITLE in c.text]
+
+    cited = ask_as("icu1")
+    assert cited, "the ICU's clinician gets the ICU's guideline cited"
+    chunk = cited[0].get_attribute("data-chunk")
+    cited[0].click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "chunk-title"), ICU_TITLE))
+    assert "velmarine" in browser.find_element(By.ID, "chunk-text").text.lower()
+    assert console_errors(browser) == []
+
+    assert ask_as("clin1") == [], "another clinician never sees it cited"
+    status = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/api/v1/chunks/' + arguments[0]).then((r) => done(r.status));",
+        chunk,
+    )
+    assert status == 404

@@ -130,13 +130,20 @@ POLICY_TEXT = (
 POLICY_QUESTION = "How long should alcohol hand rub be rubbed over the hands?"
 
 
-def upload_policy(client: httpx.Client, csrf_token: str) -> dict:
+def upload_policy(
+    client: httpx.Client,
+    csrf_token: str,
+    text: str = POLICY_TEXT,
+    name: str = "hand-hygiene.md",
+    collection: str | None = None,
+) -> dict:
     """The admin's upload (unique bytes: the same file twice is refused as a
     duplicate), then wait until the worker made it the live version."""
-    data = f"{POLICY_TEXT}\nReference {time.time_ns()}.\n".encode()
+    data = f"{text}\nReference {time.time_ns()}.\n".encode()
     response = client.post(
         "/api/v1/documents",
-        files={"file": ("hand-hygiene.md", data, "text/markdown")},
+        files={"file": (name, data, "text/markdown")},
+        data={"collection": collection} if collection else {},
         headers={"X-CSRF-Token": csrf_token},
     )
     assert response.status_code == 201, response.text

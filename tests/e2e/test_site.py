@@ -32,6 +32,7 @@ from tests.e2e.lab_client import (
     sign_in,
     ssh,
     statuses_from,
+    upload_policy,
     wait_for_database,
 )
 
@@ -96,6 +97,43 @@ def test_a_clinician_gets_a_streamed_answer_citing_the_document(policy_document:
     sources = events[0][1]["sources"]
     assert events[0][1]["grounded"] is True
     assert policy_document["id"] in [source["document_id"] for source in sources], sources
+
+
+ICU_TEXT = (
+    "Synthetic intensive care policy for the lab. Flush every arterial line with "
+    "heparinised saline at three millilitres an hour, and change the transducer set "
+    "every ninety-six hours.\n"
+)
+ICU_QUESTION = "How often is the arterial line transducer set changed?"
+
+
+def test_a_department_s_document_reaches_only_its_clinicians(converged: Path) -> None:
+    """The lab's app_collections: the ICU's collection is read by the directory's
+    icu-staff group only. icu1 (in it) gets the ICU policy cited; clin1 (not in it)
+    never sees it, neither as a citation nor as a passage by its id."""
+    with browser() as admin:
+        me = sign_in(admin, "admin1")
+        document = upload_policy(admin, me["csrf_token"], ICU_TEXT, "arterial.md", "icu")
+    assert document["collection"] == "icu" and document["live_version"] == 1, document
+
+    def sources(uid: str) -> tuple[httpx.Client, list[dict]]:
+        client = browser()
+        me = sign_in(client, uid)
+        headers = {"X-CSRF-Token": me["csrf_token"]}
+        conversation = client.post("/api/v1/conversations", json={}, headers=headers)
+        assert conversation.status_code == 201, conversation.text
+        events = ask(client, conversation.json()["id"], ICU_QUESTION, headers)
+        return client, events[0][1]["sources"]
+
+    icu, icu_sources = sources("icu1")
+    clin, clin_sources = sources("clin1")
+    with icu, clin:
+        cited = [s for s in icu_sources if s["document_id"] == document["id"]]
+        assert cited, icu_sources
+        assert document["id"] not in [s["document_id"] for s in clin_sources], clin_sources
+        passage = f"/api/v1/chunks/{cited[0]['chunk_id']}"
+        assert icu.get(passage).status_code == 200
+        assert clin.get(passage).status_code == 404
 
 
 def test_the_audit_chain_verifies_on_the_app_host(converged: Path) -> None:

@@ -43,8 +43,11 @@ PEOPLE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "admin1": ("Test Knowledge-Base Admin", "Admin", ("kb-admins",)),
     "audit1": ("Test Auditor", "Auditor", ("auditors",)),
     "nogroup1": ("Test User Without Groups", "Nogroup", ()),
+    # departments (app/kb/collections.py): a clinician of the ICU, the ICU's librarian
+    "icu1": ("Dr Test Intensivist", "Intensivist", ("clinicians", "icu-staff")),
+    "icuadmin1": ("Test ICU Librarian", "Librarian", ("clinicians", "icu-librarians")),
 }
-GROUPS = ("clinicians", "kb-admins", "auditors")
+GROUPS = ("clinicians", "kb-admins", "auditors", "icu-staff", "icu-librarians")
 
 
 def ssha(password: str) -> str:

@@ -155,6 +155,7 @@ def app_settings(
 def settings_env(settings: Settings) -> dict[str, str]:
     """``CLINCHAT_*`` variables that make ``get_settings()`` in another process equal these."""
     env: dict[str, str] = {}
+    plain = settings.model_dump(mode="json")  # nested models (collections) as JSON values
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if value is None:
@@ -164,7 +165,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, Enum):
             value = value.value
         if isinstance(value, dict | list | tuple | set):
-            text = json.dumps(value if not isinstance(value, set) else sorted(value))
+            text = json.dumps(plain[name] if not isinstance(value, set) else sorted(value))
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:

@@ -27,3 +27,27 @@ window.clinchat = { csrfToken };
   };
   arm();
 })();
+
+// The theme toggle (every page's top bar): dark or light, remembered in localStorage;
+// until first pressed the page follows the system's preference (theme.js, app.css).
+(function themeToggle() {
+  const button = document.getElementById("theme-toggle");
+  if (!button) return;
+  const root = document.documentElement;
+  const systemDark = window.matchMedia("(prefers-color-scheme: dark)");
+  const isDark = () => (root.dataset.theme ? root.dataset.theme === "dark" : systemDark.matches);
+  const show = () => button.setAttribute("aria-pressed", String(isDark()));
+  button.hidden = false;
+  show();
+  systemDark.addEventListener("change", show);
+  button.addEventListener("click", () => {
+    const next = isDark() ? "light" : "dark";
+    root.dataset.theme = next;
+    try {
+      window.localStorage.setItem("clinchat-theme", next);
+    } catch (error) {
+      // not remembered: this page keeps it
+    }
+    show();
+  });
+})();

@@ -1,6 +1,8 @@
-// The chat page: ask, read the streamed answer (SSE over fetch), open cited passages,
-// rate answers (thumbs up or down, a thumbs down with a category and a comment), copy
-// an answer. Answers show their markdown through markdown.js (elements and text nodes).
+// The chat page: ask, read the streamed answer (SSE over fetch), open cited passages in
+// a side panel, ask the last question again ("Regenerate"), search one's conversations
+// (the sidebar), keyboard shortcuts, rate answers (thumbs up or down, a thumbs down
+// with a category and a comment), copy an answer. Answers show their markdown through
+// markdown.js (elements and text nodes).
 // Loaded from 'self' (strict CSP). Everything from the server is written with
 // textContent, never as HTML.
 "use strict";
@@ -34,15 +36,39 @@ function citationList(sources) {
   return list;
 }
 
-async function openChunk(chunkId) {
-  const dialog = document.getElementById("chunk-dialog");
+// The cited passage opens in a side panel: beside the answers on a wide screen, over
+// them (with a backdrop) on a narrow one. Focus goes to the panel and back to the
+// citation when it closes (its Close button, Escape, or the backdrop).
+let passageOpener = null;
+
+function passageIsOverlay() {
+  return window.matchMedia("(max-width: 70rem)").matches;
+}
+
+function closePassage() {
+  const panel = document.getElementById("passage-panel");
+  if (!panel || panel.hidden) return false;
+  panel.hidden = true;
+  document.getElementById("passage-backdrop").hidden = true;
+  document.getElementById("chat-layout").classList.remove("with-passage");
+  if (passageOpener && document.contains(passageOpener)) passageOpener.focus();
+  passageOpener = null;
+  return true;
+}
+
+async function openChunk(chunkId, opener) {
+  const panel = document.getElementById("passage-panel");
   const title = document.getElementById("chunk-title");
   const meta = document.getElementById("chunk-meta");
   const text = document.getElementById("chunk-text");
+  passageOpener = opener || null;
   title.textContent = "Loading…";
   meta.textContent = "";
   text.textContent = "";
-  if (!dialog.open) dialog.showModal();
+  panel.hidden = false;
+  document.getElementById("passage-backdrop").hidden = !passageIsOverlay();
+  document.getElementById("chat-layout").classList.add("with-passage");
+  panel.focus();
   try {
     const response = await fetch("/api/v1/chunks/" + encodeURIComponent(chunkId), {
       credentials: "same-origin",
@@ -65,6 +91,129 @@ async function openChunk(chunkId) {
   }
 }
 
+// Keep Tab inside the panel while it covers the page (narrow screens).
+function trapPassageFocus(event) {
+  const panel = document.getElementById("passage-panel");
+  if (event.key !== "Tab" || !panel || panel.hidden || !passageIsOverlay()) return;
+  const focusable = [...panel.querySelectorAll("button, a[href]")];
+  if (!focusable.length) return;
+  const first = focusable[0];
+  const last = focusable[focusable.length - 1];
+  if (event.shiftKey && (document.activeElement === first || document.activeElement === panel)) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
+// -- the sidebar: the reader's conversations and the search over them ----------------
+
+function setSidebar(open) {
+  const sidebar = document.getElementById("sidebar");
+  const toggle = document.getElementById("sidebar-toggle");
+  if (!sidebar) return;
+  sidebar.classList.toggle("open", open);
+  if (toggle) toggle.setAttribute("aria-expanded", String(open));
+}
+
+function conversationItem(hit) {
+  const item = el("li");
+  const link = el("a", "", hit.title);
+  link.href = "/c/" + encodeURIComponent(hit.id);
+  item.append(link);
+  if (hit.snippet) item.append(el("span", "snippet", hit.snippet));
+  return item;
+}
+
+function wireSearch() {
+  const box = document.getElementById("search-box");
+  if (!box) return;
+  const results = document.getElementById("search-results");
+  const recent = document.getElementById("conversation-list");
+  const status = document.getElementById("search-status");
+  let timer = 0;
+  let asked = 0; // answers to an older query that arrive late are dropped
+  async function search() {
+    const query = box.value.trim();
+    const mine = ++asked;
+    if (!query) {
+      results.hidden = true;
+      results.replaceChildren();
+      recent.hidden = false;
+      status.textContent = "";
+      return;
+    }
+    status.textContent = "Searching…";
+    let response;
+    try {
+      response = await fetch("/api/v1/conversations/search?q=" + encodeURIComponent(query), {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+    } catch (error) {
+      if (mine === asked) status.textContent = "Search failed: the connection was lost.";
+      return;
+    }
+    if (mine !== asked) return;
+    if (response.status === 401) {
+      window.location.reload();
+      return;
+    }
+    if (!response.ok) {
+      status.textContent = "Search failed: " + (await errorText(response)) + ".";
+      return;
+    }
+    const hits = await response.json();
+    results.replaceChildren(...hits.map(conversationItem));
+    results.hidden = false;
+    recent.hidden = true;
+    status.textContent = hits.length === 1 ? "1 conversation found" : hits.length + " conversations found";
+  }
+  box.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(search, 250);
+  });
+  box.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(timer);
+    search();
+  });
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && box.value) {
+      event.stopPropagation();
+      box.value = "";
+      search();
+    }
+  });
+}
+
+// Ctrl/Cmd+K: search; Ctrl/Cmd+Shift+O: a new conversation; Escape: close the passage.
+function wireShortcuts() {
+  document.addEventListener("keydown", (event) => {
+    const mod = event.ctrlKey || event.metaKey;
+    const key = event.key.toLowerCase();
+    if (mod && !event.shiftKey && !event.altKey && key === "k") {
+      const box = document.getElementById("search-box");
+      if (!box) return;
+      event.preventDefault();
+      setSidebar(true);
+      box.focus();
+      box.select();
+    } else if (mod && event.shiftKey && !event.altKey && key === "o") {
+      const form = document.getElementById("new-conversation");
+      if (!form) return;
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (event.key === "Escape") {
+      if (closePassage()) event.preventDefault();
+    } else {
+      trapPassageFocus(event);
+    }
+  });
+}
+
 // -- answers: markdown, copy, in view -------------------------------------------------
 
 const answerTexts = new WeakMap(); // an answer's .message-content -> its text as written
@@ -85,6 +234,30 @@ function addCopy(item) {
   status.setAttribute("role", "status");
   tools.append(button, status);
   disclaimer.after(tools);
+}
+
+// "Regenerate" under the last answer of one's own conversation: its question asked
+// again through the same stream (a new question and answer; the old answer stays).
+function placeRegenerate() {
+  if (!document.getElementById("ask")) return; // read-only (break-glass)
+  document.querySelectorAll("button.regenerate").forEach((button) => button.remove());
+  const answers = document.querySelectorAll("#messages > .message.assistant");
+  const last = answers[answers.length - 1];
+  if (!last || !last.previousElementSibling) return;
+  const tools = last.querySelector(".answer-tools");
+  if (!tools) return;
+  const button = el("button", "secondary regenerate", "Regenerate");
+  button.type = "button";
+  button.setAttribute("aria-describedby", "regenerate-help");
+  tools.append(button);
+}
+
+function lastQuestion(button) {
+  const answer = button.closest(".message.assistant");
+  let item = answer ? answer.previousElementSibling : null;
+  while (item && !item.classList.contains("user")) item = item.previousElementSibling;
+  const content = item ? item.querySelector(".message-content") : null;
+  return content ? content.textContent.trim() : "";
 }
 
 async function copyAnswer(button) {
@@ -306,6 +479,7 @@ async function ask(chat, question, status) {
       if (!data.grounded) answer.item.append(el("p", "muted", "No document covered this question."));
       answer.item.append(el("p", "disclaimer", data.disclaimer || answer.disclaimer));
       addCopy(answer.item);
+      placeRegenerate();
       const controls = feedbackControls(data.message_id);
       if (controls) answer.item.append(controls);
       status.textContent = "";
@@ -340,13 +514,22 @@ document.addEventListener("DOMContentLoaded", () => {
   const chat = document.getElementById("chat");
   if (!chat) return;
 
-  // Citation links open the passage in a dialog (the link itself is the no-script fallback).
+  // Citation links open the passage in the side panel (the link itself is the no-script
+  // fallback: the passage's JSON).
   document.addEventListener("click", (event) => {
     const link = event.target.closest("a.cite");
     if (!link) return;
     event.preventDefault();
-    openChunk(link.dataset.chunk);
+    openChunk(link.dataset.chunk, link);
   });
+  document.getElementById("passage-close").addEventListener("click", closePassage);
+  document.getElementById("passage-backdrop").addEventListener("click", closePassage);
+  const toggle = document.getElementById("sidebar-toggle");
+  toggle.addEventListener("click", () => {
+    setSidebar(toggle.getAttribute("aria-expanded") !== "true");
+  });
+  wireSearch();
+  wireShortcuts();
 
   // Stored answers: their markdown shown, a copy button under each.
   document.querySelectorAll(".message.assistant").forEach((item) => {
@@ -365,20 +548,36 @@ document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("question");
   const button = document.getElementById("ask-button");
   const status = document.getElementById("ask-status");
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const question = box.value.trim();
-    if (!question) return;
+  let busy = false;
+  async function send(question) {
+    if (busy) return;
+    busy = true;
     button.disabled = true;
-    box.value = "";
+    document.querySelectorAll("button.regenerate").forEach((b) => (b.disabled = true));
     try {
       await ask(chat, question, status);
     } catch (error) {
       status.textContent = "The connection was lost; ask again.";
     } finally {
+      busy = false;
       button.disabled = false;
+      document.querySelectorAll("button.regenerate").forEach((b) => (b.disabled = false));
       box.focus();
     }
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const question = box.value.trim();
+    if (!question) return;
+    box.value = "";
+    send(question);
+  });
+  placeRegenerate();
+  document.addEventListener("click", (event) => {
+    const regenerate = event.target.closest("button.regenerate");
+    if (!regenerate) return;
+    const question = lastQuestion(regenerate);
+    if (question) send(question);
   });
   // Enter sends, Shift+Enter is a new line.
   box.addEventListener("keydown", (event) => {
