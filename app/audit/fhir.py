@@ -90,6 +90,7 @@ RULES: dict[str, tuple[Coding, Coding | None, str]] = {
     "document.version": (REST_OPERATION, None, "U"),
     "document.ingest": (REST_OPERATION, None, "U"),
     "document.retire": (REST_OPERATION, None, "U"),
+    "document.move": (REST_OPERATION, None, "U"),
     "document.read": (REST_OPERATION, None, "R"),
 }
 _VERB_ACTION = {

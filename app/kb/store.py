@@ -153,6 +153,15 @@ async def retire(session: AsyncSession, document: Document) -> None:
     await set_searchable(session, document)
 
 
+async def move(session: AsyncSession, document: Document, collection: str) -> None:
+    """Put a locked document, and every chunk of it, into ``collection``."""
+    document.collection = collection
+    await session.execute(
+        update(Chunk).where(Chunk.document_id == document.id).values(collection=collection)
+    )
+    await session.flush()
+
+
 @dataclass(frozen=True)
 class CitedChunk:
     chunk: Chunk

@@ -368,6 +368,60 @@ async def retire(
     return await _document_out(db, settings, principal, document_id)
 
 
+async def move_document(
+    db: DbSession,
+    settings: Settings,
+    principal: Principal,
+    document_id: uuid.UUID,
+    collection: str,
+) -> None:
+    """Move a document (and its chunks) to another collection (shared with the pages).
+
+    The mover manages both collections; search reads the new one at once (one
+    transaction, the document locked). Raises DocumentNotFound, CollectionRefused."""
+    document = await store.lock_document(db, document_id)
+    access = access_for(settings, principal)
+    if document is None or not access.manages(document.collection):
+        await db.rollback()
+        raise DocumentNotFound("no such document")
+    try:
+        target = upload_collection(settings, access, collection)
+    except UploadRefused:
+        await db.rollback()
+        raise
+    if target == document.collection:
+        await db.rollback()
+        return
+    origin = document.collection
+    await store.move(db, document, target)
+    await record(
+        db, settings, "document.move", principal.actor, entity_type="document",
+        entity_id=document.id, detail={"from": origin, "to": target},
+    )  # fmt: skip
+    await db.commit()
+
+
+class MoveIn(BaseModel):
+    collection: str = Field(min_length=1, max_length=64, description="the collection's id")
+
+
+@router.post("/{document_id}/collection", response_model=DocumentOut, responses={404: {}, 422: {}})
+async def move(
+    document_id: uuid.UUID,
+    body: MoveIn,
+    principal: Librarian,
+    db: DbSession,
+    settings: SettingsDep,
+) -> Response | DocumentOut:
+    """Move a document to another collection; you must manage both. Its readers change at
+    once (search and passages), answers that cited it keep their citations."""
+    try:
+        await move_document(db, settings, principal, document_id, body.collection)
+    except UploadRefused as exc:
+        return refused(exc)
+    return await _document_out(db, settings, principal, document_id)
+
+
 class PurgeIn(BaseModel):
     reason: Literal["wrong_document", "contains_phi", "duplicate", "other"] = Field(
         description="recorded in the audit trail (a code: the trail holds no free text)"

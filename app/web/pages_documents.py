@@ -1,5 +1,6 @@
 """The document library (admins; a collection manager sees and manages only the
-documents of the collections they manage): list, upload, new version, retire.
+documents of the collections they manage): list, upload, new version, move to
+another collection (one who manages two or more), retire.
 
 Forms post multipart with the session's ``csrf_token`` field; a refused upload
 re-renders the library with the reason and the refusal's 4xx status. Progress of
@@ -27,6 +28,7 @@ from app.routers.documents import (
     UploadLimitRoute,
     accept,
     listed,
+    move_document,
     retire_document,
 )
 from app.settings import Settings, get_settings
@@ -62,6 +64,7 @@ async def library(
                 "latest": latest,
                 "live": live.get(document.id),
                 "collection": name_of(settings, document.collection),
+                "collection_id": document.collection,
                 # the PHI types the latest version holds, by name, with their counts
                 "phi": sorted((latest.phi_types or {}).items()) if latest else [],
             }
@@ -138,5 +141,23 @@ async def retire_page(
     except UploadRefused as exc:
         return await library(
             request, db, settings, principal, exc.status_code, f"Not retired: {exc.message}."
+        )
+    return RedirectResponse("/documents", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/documents/{document_id}/collection", response_class=HTMLResponse)
+async def move_page(
+    document_id: uuid.UUID,
+    principal: Librarian,
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+    collection: Annotated[str, Form(max_length=64)],
+) -> Response:
+    try:
+        await move_document(db, settings, principal, document_id, collection)
+    except UploadRefused as exc:
+        return await library(
+            request, db, settings, principal, exc.status_code, f"Not moved: {exc.message}."
         )
     return RedirectResponse("/documents", status.HTTP_303_SEE_OTHER)

@@ -285,6 +285,40 @@ def test_search_citations_and_passages_keep_to_the_readable_collections(
     assert people["auditor"].get(f"/api/v1/chunks/{chunk}").status_code == 200
 
 
+def test_moving_a_document_changes_who_reads_it_at_once(
+    people: dict[str, TestClient], settings: Settings, library: dict[str, str]
+) -> None:
+    assert set(library) == {"icu", "pharmacy", "hospital-wide"}, "runs after the tests above"
+    document, chunk = library["icu"], chunk_of(settings, library["icu"])
+    path = f"{DOCUMENTS}/{document}/collection"
+    icu_librarian, admin = people["icu librarian"], people["admin"]
+    # a manager moves only between collections they manage
+    refused = icu_librarian.post(path, json={"collection": "pharmacy"})
+    assert refused.status_code == 422 and refused.json()["code"] == "collection", refused.text
+    other = f"{DOCUMENTS}/{library['pharmacy']}/collection"
+    assert icu_librarian.post(other, json={"collection": "icu"}).status_code == 404
+    assert people["icu clinician"].get(f"/api/v1/chunks/{chunk}").status_code == 200
+
+    # the admin's library offers the move; the admin moves it to the pharmacy
+    assert f'action="/documents/{document}/collection"' in admin.get("/documents").text
+    moved = admin.post(path, json={"collection": "pharmacy"})
+    assert moved.status_code == 200 and moved.json()["collection"] == "pharmacy", moved.text
+    with psycopg.connect(conninfo(settings)) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM chunks WHERE document_id = %s AND collection <> 'pharmacy'",
+            (document,),
+        ).fetchone()
+        event = conn.execute(
+            "SELECT detail FROM audit_events WHERE action = 'document.move' AND entity_id = %s",
+            (document,),
+        ).fetchone()
+    assert left == (0,) and event == ({"from": "icu", "to": "pharmacy"},)
+    assert people["icu clinician"].get(f"/api/v1/chunks/{chunk}").status_code == 404
+    assert people["pharmacy clinician"].get(f"/api/v1/chunks/{chunk}").status_code == 200
+    assert admin.post(path, json={"collection": "pharmacy"}).status_code == 200  # no change
+    assert admin.post(path, json={"collection": "nowhere"}).status_code == 422
+
+
 # -- the directory's groups decide, at sign-in and at every sync --------------------------------
 
 
