@@ -21,6 +21,9 @@ packages=(
   libnss3-tools
   # talking to lab hosts
   openssh-client curl rsync
+  # promtool (check and unit-test the alert rules: tests/monitoring); the package's
+  # own Prometheus server is stopped below
+  prometheus
 )
 
 missing=()
@@ -39,7 +42,7 @@ fi
 # The packages start system-wide servers where an init system runs (systemd on
 # a normal host; none in a container). The tests start their own private
 # servers on loopback and need none of these: stop them and keep them off.
-for service in postgresql redis-server slapd; do
+for service in postgresql redis-server slapd prometheus; do
   if [[ -d /run/systemd/system ]]; then
     if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
       systemctl disable --now --quiet "$service.service" || true

@@ -127,13 +127,16 @@ def test_a_department_s_document_reaches_only_its_clinicians(converged: Path) ->
 
     icu, icu_sources = sources("icu1")
     clin, clin_sources = sources("clin1")
-    with icu, clin:
+    try:
         cited = [s for s in icu_sources if s["document_id"] == document["id"]]
         assert cited, icu_sources
         assert document["id"] not in [s["document_id"] for s in clin_sources], clin_sources
         passage = f"/api/v1/chunks/{cited[0]['chunk_id']}"
         assert icu.get(passage).status_code == 200
         assert clin.get(passage).status_code == 404
+    finally:
+        icu.close()
+        clin.close()
 
 
 def test_the_audit_chain_verifies_on_the_app_host(converged: Path) -> None:

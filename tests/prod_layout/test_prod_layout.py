@@ -135,6 +135,7 @@ def site(layout: Path, *extra: str) -> tuple[dict[str, dict[str, int]], str]:
         "CLINCHAT_AUDIT_HMAC_KEY",
         "CLINCHAT_LDAP_BIND_PASSWORD",
         "CLINCHAT_SERVING_API_KEY",
+        "CLINCHAT_BACKUP_REPO_CIPHER_PASS",
     ):
         path = SECRETS_DIR / name.lower()
         if not path.exists():
