@@ -105,7 +105,7 @@ def test_passwords_are_stored_as_ssha(client):
     )
     assert result.rc == 0, result.stderr
     values = [line for line in result.stdout.splitlines() if line.startswith("userPassword")]
-    assert len(values) == 5  # four people and the app's account
+    assert len(values) == 6  # five people (icu1 included) and the app's account
     # Hashes are binary-safe base64 in LDIF (userPassword:: e1NTSEF9 is "{SSHA}").
     assert all(value.startswith("userPassword:: e1NTSEF9") for value in values), values
 
