@@ -14,8 +14,7 @@ a citation, a passage through /api/v1/chunks/{id}, a row in the library.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -29,11 +28,11 @@ from app.db import conninfo
 from app.kb import worker
 from app.kb.collections import Access, access_for
 from app.models import Role
-from app.settings import CollectionSpec, Settings, get_settings
+from app.settings import CollectionSpec, Settings
 from tests.app.data.kbdb import count_rows, isolated_settings
-from tests.app.test_auth import new_ip, sign_in
+from tests.app.test_auth import sign_in
 from tests.app.test_chat import ask, events, new_conversation
-from tests.app.test_lifecycle import directory, users_command
+from tests.app.test_lifecycle import directory, new_client, users_command  # noqa: F401
 from tests.services.postgres import PrivatePostgres
 
 DOCUMENTS = "/api/v1/documents"
@@ -322,29 +321,13 @@ def test_moving_a_document_changes_who_reads_it_at_once(
 # -- the directory's groups decide, at sign-in and at every sync --------------------------------
 
 
-@pytest.fixture
-def anon(settings: Settings) -> Iterator[Callable[[], TestClient]]:
-    from app.main import app
-
-    app.dependency_overrides[get_settings] = lambda: settings
-    with ExitStack() as stack:
-
-        def make() -> TestClient:
-            client = stack.enter_context(TestClient(app))
-            client.headers["X-Real-IP"] = new_ip()
-            return client
-
-        try:
-            yield make
-        finally:
-            app.dependency_overrides.clear()
-
-
 def test_directory_groups_decide_at_sign_in_and_at_every_sync(
-    anon: Callable[[], TestClient], settings: Settings, ldap_server: Any
+    new_client: Callable[[], TestClient],  # noqa: F811 (test_lifecycle's fixture)
+    settings: Settings,
+    ldap_server: Any,
 ) -> None:
     icu_staff = ldap_server.group_dn("icu-staff")
-    client = anon()
+    client = new_client()
     sign_in(client, "icu1", ldap_server.users["icu1"])
     with psycopg.connect(conninfo(settings)) as conn:
         stored = conn.execute(
@@ -352,7 +335,7 @@ def test_directory_groups_decide_at_sign_in_and_at_every_sync(
         ).fetchone()
     assert stored is not None and icu_staff in stored[0]
     # the ICU librarian, signed in through the directory, reaches the library
-    librarian = anon()
+    librarian = new_client()
     sign_in(librarian, "icuadmin1", ldap_server.users["icuadmin1"])
     assert librarian.get(DOCUMENTS).status_code == 200
     assert client.get(DOCUMENTS).status_code == 403
@@ -370,7 +353,7 @@ def test_directory_groups_decide_at_sign_in_and_at_every_sync(
             ).fetchone()
         assert row is not None
         assert row[0] == {"from": [icu_staff], "to": sorted([icu_staff, librarians])}
-        again = anon()
+        again = new_client()
         sign_in(again, "icu1", ldap_server.users["icu1"])
         assert again.get(DOCUMENTS).status_code == 200  # the next session has the new grant
     finally:
