@@ -19,10 +19,11 @@ MOLECULE_SCENARIOS := openbao app serving redis lab_directory postgresql nginx p
 MOLECULE_LANES ?= 2
 SETUP_STAMP := $(CLINCHAT_CACHE)/setup.stamp
 
-.PHONY: help setup venv dev lint unit infra bundle lab-image lab lab-down prod-layout molecule e2e test clean
+.PHONY: help setup venv dev lint unit infra bundle lock lab-image lab lab-down prod-layout molecule e2e test clean
 
 help:
 	@echo "make dev       the app on 127.0.0.1:8000 with private real services and the tiny model"
+	@echo "make lock      re-resolve the hash-locked wheels (requirements/*.lock) from PyPI"
 	@echo "make lab       build the lab hosts and the offline bundle, deploy site.yml, print the URL"
 	@echo "make lab-down  destroy the lab hosts and stop the bundle server"
 	@echo "make prod-layout  converge inventories/prod on ten lab hosts (about 20 min, not in make test)"
@@ -73,6 +74,11 @@ infra: venv bundle lab-image
 
 bundle: venv
 	ansible-playbook playbooks/bundle.yml -i inventories/lab
+
+# After a change of pyproject.toml's dependencies: resolve each target's wheels
+# from PyPI again into requirements/<target>.lock (hash-locked), then commit them.
+lock: venv
+	ansible-playbook playbooks/bundle.yml -i inventories/lab -e bundle_relock=true
 
 lab-image: venv setup
 	$(LAB) rootfs

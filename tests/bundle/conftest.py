@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("CLINCHAT_CACHE", "/var/cache/clinchat"))
 BUNDLE = CACHE / "bundle"
 BUILD = CACHE / "bundle-build"
-GNUPG = CACHE / "bundle-gnupg"
+# The signing key lives with the user who builds (roles/bundle: bundle_gnupg_home).
+GNUPG = Path.home() / ".local/share/clinchat/bundle-gnupg"
 # Where the bundle is served inside the tests' private network namespaces.
 PORT = 8089
 URL = f"http://127.0.0.1:{PORT}"

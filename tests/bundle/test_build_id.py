@@ -94,5 +94,11 @@ def test_the_wheelhouse_holds_one_build_of_the_project(tmp_path: Path) -> None:
     assert [p.name for p in house.glob("*.whl")] == [first.name]
     assert bundle_build.place_project_wheel(second, house, check=False)
     assert [p.name for p in house.glob("*.whl")] == [second.name]
-    # The resolution of the other wheels does not depend on the build id.
-    assert bundle_build.wheel_requirements(first) == bundle_build.wheel_requirements(second)
+    # Hosts install each build by its own hash; the locked dependencies stay as they are.
+    lock = {"packaging": ("26.4", ["0" * 64])}
+    one, two = (bundle_build.host_requirements(lock, w, "app") for w in (first, second))
+    assert one != two
+    for text, wheel in ((one, first), (two, second)):
+        version = wheel.name.split("-")[1]
+        assert f"tiny-project=={version} \\\n    --hash=sha256:" in text
+        assert "packaging==26.4 \\\n    --hash=sha256:" + "0" * 64 in text

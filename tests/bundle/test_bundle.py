@@ -1,7 +1,9 @@
-"""The offline bundle: what it holds, that it is signed, that a clean Debian 13
-root installs the whole package set and the app's wheel from it with no
-network at all, that a tampered or unsigned repository is refused, and that a
-second run changes and downloads nothing."""
+"""The offline bundle: what it holds, that it is signed (apt's Release and the
+SHA256SUMS manifest, by an ed25519 key with an expiry and a passphrase), that a
+clean Debian 13 root installs the whole package set and the app's locked wheels
+from it with no network at all, that a tampered or unsigned repository, a
+tampered wheel and a tampered manifest are refused, and that a second run
+changes and downloads nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import yaml
 
 from .conftest import (
     BUNDLE,
+    CACHE,
     GNUPG,
     KEYRING,
     REPO,
@@ -90,8 +94,92 @@ def test_layout(built: Run, manifest: dict) -> None:
 def test_signing_key_is_private_and_outside_the_repository(built: Run) -> None:
     assert GNUPG.stat().st_mode & 0o777 == 0o700
     assert not GNUPG.resolve().is_relative_to(REPO)
+    assert not GNUPG.resolve().is_relative_to(CACHE)
     assert "PRIVATE KEY" not in (BUNDLE / "bundle.asc").read_text()
     assert not list(BUNDLE.rglob("private-keys-v1.d"))
+
+
+def test_signing_key_is_ed25519_expires_and_needs_its_passphrase(
+    built: Run, tmp_path: Path
+) -> None:
+    listing = subprocess.run(
+        ["gpg", "--homedir", GNUPG, "--batch", "--with-colons", "--list-secret-keys"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sec = next(line.split(":") for line in listing.splitlines() if line.startswith("sec:"))
+    assert sec[3] == "22", f"algorithm {sec[3]} is not EdDSA (22)"  # ed25519
+    assert sec[6], "the signing key has no expiry"
+    assert int(sec[6]) > time.time()
+    # Signing without the passphrase fails (the agent is stopped after each build).
+    subprocess.run(["gpgconf", "--homedir", GNUPG, "--kill", "gpg-agent"], check=False)
+    data = tmp_path / "data"
+    data.write_text("x")
+    attempt = subprocess.run(
+        [
+            "gpg",
+            "--homedir",
+            GNUPG,
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--detach-sign",
+            "-o",
+            tmp_path / "sig",
+            data,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    subprocess.run(["gpgconf", "--homedir", GNUPG, "--kill", "gpg-agent"], check=False)
+    assert attempt.returncode != 0, "the signing key signs without its passphrase"
+
+
+def test_sha256sums_is_signed_by_the_bundle_key(built: Run, clean_root: Path) -> None:
+    """Checked as a host checks it: Debian 13's sqv (apt's verifier) and the public key."""
+    work = clean_root / "tmp/sums-check"
+    work.mkdir(exist_ok=True)
+    try:
+        for name in ("SHA256SUMS", "SHA256SUMS.gpg", "bundle.asc"):
+            shutil.copyfile(BUNDLE / name, work / name)
+        verify = [
+            "chroot",
+            clean_root,
+            "sqv",
+            "--keyring",
+            "/tmp/sums-check/bundle.asc",
+            "/tmp/sums-check/SHA256SUMS.gpg",
+            "/tmp/sums-check/SHA256SUMS",
+        ]
+        assert subprocess.run(verify, capture_output=True, check=False).returncode == 0
+        (work / "SHA256SUMS").write_text((BUNDLE / "SHA256SUMS").read_text() + "\n")
+        assert subprocess.run(verify, capture_output=True, check=False).returncode != 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_locks_pin_every_wheel_of_the_wheelhouse(built: Run, manifest: dict) -> None:
+    """The wheelhouse is exactly the committed locks' wheels plus the project's; each
+    requirements/<file>.txt pins the project's wheel of this build by its hash."""
+    pinned = {}
+    for lock in (REPO / "requirements").glob("*.lock"):
+        for name, version in re.findall(r"^([a-z0-9-]+)==(\S+) \\$", lock.read_text(), re.M):
+            pinned[name] = version
+    wheels = {
+        re.sub(r"[-_.]+", "-", p.name.split("-")[0]).lower(): p.name.split("-")[1]
+        for p in (BUNDLE / "wheels").glob("*.whl")
+    }
+    project = wheels.pop("clinchat-appliance")
+    assert wheels.items() <= pinned.items(), sorted(wheels.items() - pinned.items())
+    wheel = next((BUNDLE / "wheels").glob("clinchat_appliance-*.whl"))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    for name in ("app.txt", "serving.txt"):
+        text = (BUNDLE / "requirements" / name).read_text()
+        assert f"clinchat-appliance=={project} \\\n    --hash=sha256:{digest}" in text, name
 
 
 def test_sha256sums_cover_the_whole_bundle(built: Run) -> None:
@@ -100,7 +188,9 @@ def test_sha256sums_cover_the_whole_bundle(built: Run) -> None:
     files = {
         str(p.relative_to(BUNDLE))
         for p in BUNDLE.rglob("*")
-        if p.is_file() and p.name != "SHA256SUMS" and not p.name.startswith(".")
+        if p.is_file()
+        and p.name not in ("SHA256SUMS", "SHA256SUMS.gpg")
+        and not p.name.startswith(".")
     }
     assert set(listed) == files
     for name in ("apt/InRelease", "bundle.asc", "manifest.json"):
@@ -203,33 +293,125 @@ def test_clean_root_installs_the_full_package_set_offline(
     assert wanted <= ok, sorted(wanted - ok)
 
 
-def test_app_wheel_installs_offline_with_the_hosts_pip_conf(
-    installed: tuple[Path, str], manifest: dict
-) -> None:
-    """The hosts' /etc/pip.conf (roles/base) and Debian 13's own Python 3.13."""
+def host_playbook(root: Path, serve: Path, expect: str, *extra: str) -> tuple[int, str]:
+    """tests/bundle/playbooks/bundle_venv.yml (roles/base's bundle_venv, what the app,
+    serving and openbao roles run) in the chroot `root`, offline, the bundle `serve`
+    on 127.0.0.1."""
+    argv = [
+        str(REPO / ".venv/bin/ansible-playbook"),
+        str(REPO / "tests/bundle/playbooks/bundle_venv.yml"),
+        "-i",
+        f"{root},",
+        "-c",
+        "community.general.chroot",
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "-e",
+        f"test_bundle_url={URL}",
+        "-e",
+        f"test_expect={expect}",
+        *extra,
+    ]
+    env = (
+        f"ANSIBLE_CONFIG={REPO / 'ansible.cfg'} ANSIBLE_NOCOLOR=1 "
+        f"ANSIBLE_ROLES_PATH={REPO / 'roles'} ANSIBLE_COLLECTIONS_PATH={REPO / 'collections'}"
+    )
+    script = f"cd {REPO} && env {env} " + " ".join(f"'{a}'" for a in argv)
+    result = offline(script, root, serve=serve)
+    return result.returncode, result.stdout + result.stderr
+
+
+def recap_changed(output: str) -> int:
+    match = re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1])
+    assert match, output[-3000:]
+    return int(match.group(1))
+
+
+def venv_imports(root: Path) -> bool:
+    probe = chroot(root, "/opt/clinchat-test/venv/bin/python -c 'import app, fastapi, psycopg'")
+    return subprocess.run(["bash", "-c", probe], capture_output=True, check=False).returncode == 0
+
+
+def tampered_bundle(tmp: Path, case: str) -> Path:
+    """A view of the bundle (symbolic links) with one thing changed."""
+    view = tmp / f"bundle-{case}"
+    view.mkdir()
+    for entry in BUNDLE.iterdir():
+        if entry.name not in ("wheels", "requirements", "SHA256SUMS"):
+            (view / entry.name).symlink_to(entry)
+    for sub in ("wheels", "requirements"):
+        (view / sub).mkdir()
+        for entry in (BUNDLE / sub).iterdir():
+            (view / sub / entry.name).symlink_to(entry)
+    shutil.copyfile(BUNDLE / "SHA256SUMS", view / "SHA256SUMS")
+    if case == "wheel":
+        # One dependency's wheel with a byte appended: its hash is no longer the lock's.
+        wheel = next((BUNDLE / "wheels").glob("idna-*.whl"))
+        (view / "wheels" / wheel.name).unlink()
+        (view / "wheels" / wheel.name).write_bytes(wheel.read_bytes() + b"\0")
+    elif case == "manifest":
+        # SHA256SUMS rewritten to match a changed requirements file: the signature breaks.
+        text = (BUNDLE / "requirements/app.txt").read_text() + "# changed\n"
+        (view / "requirements/app.txt").unlink()
+        (view / "requirements/app.txt").write_text(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        sums = re.sub(
+            r"^\w{64}(  requirements/app\.txt)$",
+            rf"{digest}\1",
+            (BUNDLE / "SHA256SUMS").read_text(),
+            flags=re.M,
+        )
+        (view / "SHA256SUMS").write_text(sums)
+    elif case == "requirements":
+        # A changed requirements file under the genuine, signed SHA256SUMS.
+        (view / "requirements/app.txt").unlink()
+        (view / "requirements/app.txt").write_text(
+            (BUNDLE / "requirements/app.txt").read_text() + "# changed\n"
+        )
+    return view
+
+
+@pytest.fixture(scope="module")
+def venv_root(installed: tuple[Path, str]) -> Path:
     root, failure = installed
     assert not failure, "the apt install failed"
-    (root / "etc/pip.conf").write_text(
-        "[global]\nno-index = true\n"
-        f"find-links = {URL}/wheels/\ntrusted-host = 127.0.0.1\n"
-        "disable-pip-version-check = true\n"
-    )
-    extras = ",".join(manifest["python"]["extras"])
-    target = f"clinchat-appliance[{extras}]" if extras else "clinchat-appliance"
-    script = " && ".join(
-        [
-            chroot(root, "python3 -m venv /opt/clinchat-test"),
-            chroot(root, f"/opt/clinchat-test/bin/pip install -q '{target}'"),
-            chroot(
-                root,
-                "/opt/clinchat-test/bin/python -c "
-                "'import sys, app, fastapi, psycopg, uvicorn, gunicorn; print(sys.version)'",
-            ),
-        ]
-    )
-    result = offline(script, root, serve=BUNDLE)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert result.stdout.strip().splitlines()[-1].startswith(manifest["python"]["version"])
+    return root
+
+
+@pytest.mark.parametrize("case", ["wheel", "manifest", "requirements"])
+def test_a_host_refuses_a_tampered_bundle_and_installs_nothing(
+    venv_root: Path, manifest: dict, tmp_path: Path, case: str
+) -> None:
+    expect = f"clinchat-appliance=={manifest['python']['project_version']}"
+    shutil.rmtree(venv_root / "opt/clinchat-test", ignore_errors=True)  # a host's first install
+    rc, output = host_playbook(venv_root, tampered_bundle(tmp_path, case), expect)
+    assert rc != 0, f"the host accepted a tampered {case}:\n{output[-4000:]}"
+    reason = {
+        "wheel": r"THESE PACKAGES DO NOT MATCH THE HASHES",
+        "manifest": r"SHA256SUMS is not signed by the key",
+        "requirements": r"requirements/app\.txt from .* has SHA-256 \w+, the signed SHA256SUMS",
+    }[case]
+    assert re.search(reason, output), output[-4000:]
+    assert not venv_imports(venv_root), f"a tampered {case} left an installed venv"
+
+
+def test_a_host_installs_the_app_s_locked_wheels_with_hashes_checked(
+    venv_root: Path, manifest: dict
+) -> None:
+    """Debian 13's own Python 3.13; then a second run and check mode change nothing;
+    a version the bundle does not hold fails naming it."""
+    expect = f"clinchat-appliance=={manifest['python']['project_version']}"
+    rc, output = host_playbook(venv_root, BUNDLE, expect)
+    assert rc == 0, output[-6000:]
+    assert venv_imports(venv_root)
+    pins = (venv_root / "opt/clinchat-test/venv.requirements.txt").read_text()
+    assert pins == (BUNDLE / "requirements/app.txt").read_text()
+    assert expect in pins and "--hash=sha256:" in pins
+    for extra in ([], ["--check"]):
+        rc, output = host_playbook(venv_root, BUNDLE, expect, *extra)
+        assert rc == 0 and recap_changed(output) == 0, output[-6000:]
+    rc, output = host_playbook(venv_root, BUNDLE, "clinchat-appliance==0.0.1")
+    assert rc != 0 and "does not pin clinchat-appliance==0.0.1" in output, output[-4000:]
 
 
 # -- apt refuses what the bundle key did not sign ----------------------------------------

