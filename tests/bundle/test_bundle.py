@@ -162,6 +162,15 @@ def test_sha256sums_is_signed_by_the_bundle_key(built: Run, clean_root: Path) ->
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_the_signed_bundle_is_kept_as_its_current_release(built: Run) -> None:
+    current = BUNDLE / "releases/current"
+    content = hashlib.sha256((BUNDLE / "SHA256SUMS").read_bytes()).hexdigest()[:12]
+    assert re.fullmatch(rf"\d{{8}}-{content}", current.readlink().name), current.readlink()
+    for name in ("SHA256SUMS", "SHA256SUMS.gpg"):
+        assert (current / name).read_bytes() == (BUNDLE / name).read_bytes()
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=current, check=True)
+
+
 def test_locks_pin_every_wheel_of_the_wheelhouse(built: Run, manifest: dict) -> None:
     """The wheelhouse is exactly the committed locks' wheels plus the project's; each
     requirements/<file>.txt pins the project's wheel of this build by its hash."""
@@ -191,6 +200,7 @@ def test_sha256sums_cover_the_whole_bundle(built: Run) -> None:
         if p.is_file()
         and p.name not in ("SHA256SUMS", "SHA256SUMS.gpg")
         and not p.name.startswith(".")
+        and p.relative_to(BUNDLE).parts[0] != "releases"
     }
     assert set(listed) == files
     for name in ("apt/InRelease", "bundle.asc", "manifest.json"):

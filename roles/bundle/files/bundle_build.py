@@ -14,7 +14,8 @@ with {"failed": true, "msg": ...} on an error the operator can act on.
   project   the project's own wheel, rebuilt when its source changes
   lock      resolve a target from PyPI into its hash-locked requirements/<target>.lock
   wheels    the wheelhouse: the locked wheels, the project's wheel, requirements/<file>.txt
-  sums      SHA256SUMS over the whole bundle (but its own signature)
+  sums      SHA256SUMS over the whole bundle (but its own signature and releases/)
+  release   keep the signed bundle as releases/<date>-<content hash>; prune on request
 """
 
 from __future__ import annotations
@@ -804,6 +805,7 @@ def cmd_sums(args: argparse.Namespace) -> dict[str, Any]:
         if p.is_file()
         and p.name not in ("SHA256SUMS", "SHA256SUMS.gpg")
         and not p.name.startswith(".")
+        and p.relative_to(bundle).parts[0] != RELEASES
     )
     text = "".join(f"{file_sha256(p)}  {p.relative_to(bundle)}\n" for p in files)
     sums = bundle / "SHA256SUMS"
@@ -819,6 +821,76 @@ def cmd_sums(args: argparse.Namespace) -> dict[str, Any]:
         tmp.chmod(0o644)
         tmp.replace(sums)
     return {"changed": True, "count": len(files), "msg": f"SHA256SUMS over {len(files)} files"}
+
+
+# -- release: an immutable, versioned copy of the bundle -----------------------------
+
+
+RELEASES = "releases"
+RELEASE_ID = re.compile(r"^(\d{8})-([0-9a-f]{12})$")
+
+
+def releases(directory: Path) -> list[Path]:
+    """The releases in `directory`, oldest first (by date, then name)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and RELEASE_ID.match(p.name))
+
+
+def cmd_release(args: argparse.Namespace) -> dict[str, Any]:
+    """Keep the signed bundle as releases/<date>-<hash of SHA256SUMS>: every file of the
+    manifest hard-linked (the build replaces files by renaming, so a release never
+    changes), SHA256SUMS and its signature. The same content is the same release on any
+    day. releases/current names the newest; --keep N removes all but the N newest."""
+    bundle = Path(args.bundle_dir)
+    store = bundle / RELEASES
+    sums = bundle / "SHA256SUMS"
+    if not sums.is_file() or not (bundle / "SHA256SUMS.gpg").is_file():
+        if args.check:
+            return {"changed": True, "msg": "release: would keep the signed bundle as a release"}
+        raise BuildError(f"{sums} or its signature is missing: nothing to release")
+    content = hashlib.sha256(sums.read_bytes()).hexdigest()[:12]
+    existing = [p for p in releases(store) if p.name.endswith(f"-{content}")]
+    changed = False
+    if existing:
+        release = existing[-1]
+    else:
+        changed = True
+        release = store / f"{args.date}-{content}"
+        if not args.check:
+            staging = store / f".{release.name}.tmp"
+            remove_tree(staging)
+            for line in sums.read_text().splitlines():
+                name = line.split("  ", 1)[1]
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                os.link(bundle / name, staging / name)
+            for name in ("SHA256SUMS", "SHA256SUMS.gpg"):
+                shutil.copyfile(bundle / name, staging / name)
+            staging.replace(release)
+    current = store / "current"
+    if not current.is_symlink() or os.readlink(current) != release.name:
+        changed = True
+        if not args.check:
+            link = store / ".current.tmp"
+            link.unlink(missing_ok=True)
+            link.symlink_to(release.name)
+            link.replace(current)
+    kept = [p for p in releases(store) if p != release] + [release]
+    pruned = kept[: -args.keep] if args.keep > 0 else []
+    if pruned and not args.check:
+        for path in pruned:
+            remove_tree(path)
+    changed = changed or bool(pruned)
+    return {
+        "changed": changed,
+        "release": release.name,
+        "releases": [p.name for p in kept if p not in pruned],
+        "pruned": [p.name for p in pruned],
+        "msg": f"release: {release.name}"
+        + (" (new)" if not existing else "")
+        + f", {len(kept) - len(pruned)} kept"
+        + (f", {len(pruned)} pruned" if pruned else ""),
+    }
 
 
 def python_target(sub: argparse.ArgumentParser) -> None:
@@ -892,6 +964,11 @@ def parser() -> argparse.ArgumentParser:
 
     sums = sub.add_parser("sums")
     sums.add_argument("--bundle-dir", required=True)
+
+    release = sub.add_parser("release")
+    release.add_argument("--bundle-dir", required=True)
+    release.add_argument("--date", required=True, help="YYYYMMDD of a new release")
+    release.add_argument("--keep", type=int, default=0, help="keep the N newest; 0: all")
     return main
 
 
@@ -907,6 +984,7 @@ def main() -> int:
         "wheels": cmd_wheels,
         "lock": cmd_lock,
         "sums": cmd_sums,
+        "release": cmd_release,
     }
     try:
         result = commands[args.command](args)

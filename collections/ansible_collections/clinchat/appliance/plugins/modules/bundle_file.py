@@ -35,7 +35,8 @@ options:
     type: path
     required: true
   path:
-    description: The file's path inside the bundle, as C(SHA256SUMS) names it (e.g. C(requirements/app.txt)).
+    description:
+      - The file's path inside the bundle, as C(SHA256SUMS) names it (C(requirements/app.txt)).
     type: str
     required: true
   dest:
@@ -153,7 +154,9 @@ def main():
     url = module.params["url"].rstrip("/")
     keyring, path, dest = module.params["keyring"], module.params["path"], module.params["dest"]
     if not os.path.isfile(keyring):
-        module.fail_json(msg=f"the bundle's public key {keyring} is missing (role base puts it there)")
+        module.fail_json(
+            msg=f"the bundle's public key {keyring} is missing (role base puts it there)"
+        )
     workdir = tempfile.mkdtemp(prefix="clinchat-bundle-")
     try:
         sums = os.path.join(workdir, "SHA256SUMS")
