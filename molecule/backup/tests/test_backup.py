@@ -157,6 +157,27 @@ def test_the_backup_service_runs_a_differential_backup(db) -> None:
     assert backups[-1]["type"] == "diff"
 
 
+def test_the_backup_metric_follows_every_successful_backup(db) -> None:
+    """clinchat_backup_last_success_timestamp_seconds (alert ClinChatBackupLate) is the
+    newest successful backup of each type in the repository, written after each one."""
+    prom = db.file("/var/lib/prometheus/node-exporter/clinchat_backup.prom")
+    assert prom.exists and prom.mode == 0o644
+    values = dict(
+        re.findall(
+            r'^clinchat_backup_last_success_timestamp_seconds\{type="(\w+)"\} (\d+)$',
+            prom.content_string,
+            re.MULTILINE,
+        )
+    )
+    newest: dict[str, int] = {}
+    for backup in info(db)["backup"]:
+        newest[backup["type"]] = max(newest.get(backup["type"], 0), backup["timestamp"]["stop"])
+    assert {k: int(v) for k, v in values.items()} == newest
+    assert set(newest) == {"full", "diff"}
+    # The role's own run agrees: nothing to write.
+    assert db.check_output("/usr/local/sbin/clinchat-backup-metric --check") == "unchanged"
+
+
 def test_the_repository_is_encrypted(db) -> None:
     """Every file in the repository (info files, backups, WAL) is OpenSSL's
     salted format (pgBackRest's aes-256-cbc); no row of the database in clear."""
