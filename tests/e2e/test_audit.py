@@ -40,7 +40,11 @@ ROLES = {
     for name, host in LAB_HOSTS.items()
 }
 # A tasks file other roles run (include_role tasks_from) reports on their hosts.
-INCLUDED_BY = {"roles/openbao/tasks/approle_credentials.yml": ("app", "serving")}
+INCLUDED_BY = {
+    "roles/openbao/tasks/approle_credentials.yml": ("app", "serving"),
+    # The venvs from the signed bundle: the roles that install Python.
+    "roles/base/tasks/bundle_venv.yml": ("app", "serving", "openbao"),
+}
 # What the audit must not change: files of /etc and the local admin tools by
 # content, the versioned venvs and models by name, size and mode (hashing torch
 # on every run would be slow and says nothing more), the package set, and
