@@ -21,6 +21,8 @@ packages=(
   libnss3-tools
   # talking to lab hosts
   openssh-client curl rsync
+  # the lab's age identity for OpenBao's encrypted snapshots (lookup age_recipient)
+  age
   # promtool (check and unit-test the alert rules: tests/monitoring); the package's
   # own Prometheus server is stopped below
   prometheus

@@ -41,7 +41,7 @@ ROLES = {
 }
 # A tasks file other roles run (include_role tasks_from) reports on their hosts.
 INCLUDED_BY = {
-    "roles/openbao/tasks/approle_credentials.yml": ("app", "serving"),
+    "roles/openbao/tasks/approle_credentials.yml": ("app", "serving", "openbao"),
     # The venvs from the signed bundle: the roles that install Python.
     "roles/base/tasks/bundle_venv.yml": ("app", "serving", "openbao"),
 }

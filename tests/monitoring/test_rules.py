@@ -43,9 +43,17 @@ EXPORTER_METRICS = {
     # OpenBao /v1/sys/metrics?format=prometheus (go-metrics, prefix "vault")
     "vault_core_unsealed": "openbao",
 }
-# Written by the backup unit into node exporter's textfile collector directory; the
-# name is defined here and documented in roles/monitoring/README.md ("Backup metric").
-TEXTFILE_METRICS = {"clinchat_backup_last_success_timestamp_seconds"}
+# Written into node exporter's textfile collector directory by these scripts of the
+# roles (roles/monitoring/README.md, "Backup metric"): a renamed metric fails below.
+TEXTFILE_WRITERS = {
+    "clinchat_backup_last_success_timestamp_seconds": (
+        "roles/postgresql/templates/clinchat-backup-metric.j2"
+    ),
+    "clinchat_openbao_snapshot_last_success_timestamp_seconds": (
+        "roles/openbao/templates/clinchat-openbao-snapshot.sh.j2"
+    ),
+}
+TEXTFILE_METRICS = set(TEXTFILE_WRITERS)
 
 PROMQL_WORDS = {
     # aggregations, functions and keywords that may stand without "(" after them
@@ -200,3 +208,9 @@ def test_every_metric_is_real() -> None:
     ours = {n for n in used if n.startswith(("clinchat_", "clinchat:", "vllm:"))} - TEXTFILE_METRICS
     assert ours <= code, f"not in app/metrics.py or serving/metrics.py: {ours - code}"
     assert ours, "the rules use none of the app's or serving's metrics"
+
+
+def test_the_textfile_metrics_are_written_by_their_scripts() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for name, writer in TEXTFILE_WRITERS.items():
+        assert name in (repo / writer).read_text(), f"{writer} does not write {name}"

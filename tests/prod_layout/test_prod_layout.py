@@ -117,6 +117,11 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # The hospital brings its model; the lab makes the tiny test model.
         "serving_model_make_test": True,
         "serving_embedding_model_make_test": True,
+        # The prod inventory asks for the key holders' recipients; the lab's own.
+        "openbao_snapshot_age_recipients": [
+            "{{ lookup('clinchat.appliance.age_recipient',"
+            " clinchat_secrets_dir ~ '/openbao-snapshot.agekey') }}"
+        ],
     }
     (root / "lab-vars.yml").write_text(yaml.safe_dump(lab_vars))
     yield root
