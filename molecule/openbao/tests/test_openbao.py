@@ -346,24 +346,24 @@ def test_the_config_test_refuses_a_broken_configuration(bao):
     assert "tls_min_version" in bad.stderr
 
 
-def converge(*extra: str) -> subprocess.CompletedProcess:
+def playbook(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A playbook on the scenario's inventory, with molecule's Ansible configuration."""
     env = dict(os.environ)
     config = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"
     if config.exists():
         env["ANSIBLE_CONFIG"] = str(config)
     return subprocess.run(
-        [
-            "ansible-playbook",
-            *("-i", os.environ["MOLECULE_INVENTORY_FILE"]),
-            str(SCENARIO_DIR / "converge.yml"),
-            *extra,
-        ],
+        ["ansible-playbook", *("-i", os.environ["MOLECULE_INVENTORY_FILE"]), str(path), *extra],
         capture_output=True,
         text=True,
         env=env,
         check=False,
         timeout=900,
     )
+
+
+def converge(*extra: str) -> subprocess.CompletedProcess:
+    return playbook(SCENARIO_DIR / "converge.yml", *extra)
 
 
 def test_a_sealed_node_stops_the_play_then_is_unsealed(app_flow):  # noqa: ARG001 - after the app's checks

@@ -14,7 +14,6 @@ import base64
 import gzip
 import io
 import json
-import os
 import secrets
 import subprocess
 import tarfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from labtest import SECRETS_DIR, lab_host
-from test_openbao import BAO, LAB_STATE, admin, init_output
+from test_openbao import BAO, LAB_STATE, admin, init_output, playbook
 
 SNAPSHOTS = "/var/backups/openbao"
 SERVICE = "clinchat-openbao-snapshot"
@@ -136,23 +135,10 @@ def test_old_snapshots_are_pruned_and_the_time_is_reported(bao):
 
 
 def restore(*extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    config = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"
-    if config.exists():
-        env["ANSIBLE_CONFIG"] = str(config)
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            *("-i", os.environ["MOLECULE_INVENTORY_FILE"]),
-            str(REPO / "playbooks" / "restore.yml"),
-            *("-e", "restore_vault=true", "-e", "restore_db=false"),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
+    return playbook(
+        REPO / "playbooks" / "restore.yml",
+        *("-e", "restore_vault=true", "-e", "restore_db=false"),
+        *extra,
     )
 
 
