@@ -1,7 +1,8 @@
 """Every TLS listener of the split lab meets Mozilla's "intermediate" profile
 (sslyze --mozilla_config=intermediate, from the controller, the chain
 verified against the lab CA): nginx, the app (nginx's hop), PostgreSQL,
-Redis, OpenBao, the model server and the lab's directory."""
+Redis, OpenBao, the model server, the lab's directory, and monitoring's
+Prometheus and node exporter (one host's: every host has the same web.yml)."""
 
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ LISTENERS = {
     "openbao": ("10.213.0.13", 8200, None),
     "serving": ("10.213.0.14", 8081, None),
     "directory": ("10.213.0.15", 636, None),
+    "prometheus": ("10.213.0.15", 9090, None),
+    "node-exporter": ("10.213.0.13", 9100, None),
 }
 
 
