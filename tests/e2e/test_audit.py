@@ -25,7 +25,7 @@ from tests.e2e.lab_client import RECAP, ssh
 # The lab's hosts and the roles each runs in site.yml, from its spec's groups.
 LAB_HOSTS = yaml.safe_load(SPEC.read_text())["hosts"]
 HOSTS = {name: host["address"] for name, host in LAB_HOSTS.items()}
-COMMON = {"base", "harden", "firewall", "pki"}
+COMMON = {"base", "harden", "firewall", "pki", "monitoring"}  # monitoring: node exporter
 ROLES_OF_GROUP = {
     "web": {"nginx"},
     "app": {"app"},
@@ -34,6 +34,7 @@ ROLES_OF_GROUP = {
     "vault": {"openbao"},
     "gpu": {"nvidia", "serving"},
     "directory": {"lab_directory"},
+    "monitoring": {"monitoring"},
 }
 ROLES = {
     name: COMMON.union(*(ROLES_OF_GROUP[group] for group in host["groups"]))
