@@ -3,6 +3,8 @@ lab's monitoring host scrapes every tier over TLS with the appliance's alert rul
 loaded, a metric written on the data host reaches it, and node exporter answers the
 monitoring hosts and management networks only, refusing another client."""
 
+import os
+import re
 import shlex
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.conftest import REPO
 from tests.e2e.lab_client import APP_HOST, DATA_HOST, DIR_HOST, GPU_HOST, LAB_CA, WEB_HOST, ssh
 
 MON_HOST = DIR_HOST  # inventories/lab/lab.yml: lab-dir1 is also the monitoring host
@@ -29,6 +32,8 @@ TARGETS = {
     ("app", f"{APP_HOST}:8000"),
     ("serving", f"{GPU_HOST}:8081"),
     ("openbao", f"{DATA_HOST}:8200"),
+    ("nginx", f"{WEB_HOST}:9113"),
+    ("postgres", f"{DATA_HOST}:9187"),
     ("openbao_health", f"https://{DATA_HOST}:8200/v1/sys/health"),
     *{
         ("blackbox_tls", endpoint)
@@ -48,6 +53,20 @@ BRIDGE = "clinchat0"
 # A second address of the controller on the bridge (docs/DECISIONS.md): a client
 # in no management network and no monitoring group.
 OUTSIDER = "10.213.0.19"
+ARTIFACTS = Path(os.environ.get("CLINCHAT_ARTIFACTS_DIR", REPO / "artifacts" / "e2e"))
+# Console sections every tier of the converged lab fills (others may be empty or
+# NaN in a quiet lab: no retrieval in the last five minutes, say).
+FILLED = (
+    "Scrape targets up (1) or down (0)",
+    "Requests per second",
+    "Requests waiting",
+    "Time since the last database backup",
+    "OpenBao unsealed (1) or sealed (0)",
+    "Time to certificate expiry",
+    "Free space on the fullest disk",
+    "Database connections in use",
+    "nginx: open connections",
+)
 
 
 def api(path: str, **params: str) -> dict | list:
@@ -121,6 +140,41 @@ def test_the_openbao_snapshot_metric_reaches_prometheus(converged: Path) -> None
         assert isinstance(result, dict)
         values = [float(r["value"][1]) for r in result["result"]]
     assert [v for v in values if v >= int(before)], values
+
+
+def test_the_console_shows_every_tier(converged: Path) -> None:
+    """The dashboard of a site without Grafana, on the lab's Prometheus; its screenshot
+    (artifacts/e2e/monitoring-console.png) is the README's."""
+    response = httpx.get(f"{PROMETHEUS}/consoles/clinchat.html", verify=str(LAB_CA), timeout=30)
+    assert response.status_code == 200, response.text[-2000:]
+    page = response.text
+    assert "error" not in page.lower(), page[-3000:]
+    sections = {
+        m.group(1): m.group(2) for m in re.finditer(r"<h3>([^<]+)</h3>(.*?)</section>", page, re.S)
+    }
+    for title in FILLED:
+        assert 'class="none"' not in sections[title], (title, sections[title])
+    assert f"<td>node {DATA_HOST}:9100</td>" in sections["Scrape targets up (1) or down (0)"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    html = ARTIFACTS / "monitoring-console.html"
+    html.write_text(page)
+    # The page is self-contained (no script, no link): Chromium renders the saved copy.
+    subprocess.run(  # noqa: S603
+        [
+            "/usr/bin/chromium",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,1500",
+            f"--screenshot={ARTIFACTS / 'monitoring-console.png'}",
+            html.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert (ARTIFACTS / "monitoring-console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @contextmanager

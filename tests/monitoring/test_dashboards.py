@@ -127,7 +127,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()["data"]["result"]:
+                answer = httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()
+                if answer["data"]["result"]:
                     break
             except httpx.HTTPError:
                 pass

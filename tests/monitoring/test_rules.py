@@ -35,6 +35,8 @@ EXPORTER_METRICS = {
     # prometheus-postgres-exporter: stat_activity and settings, replication collector
     "pg_stat_activity_count": "postgres_exporter",
     "pg_settings_max_connections": "postgres_exporter",
+    # prometheus-nginx-exporter, from nginx's stub_status (the dashboards)
+    "nginx_connections_active": "nginx_exporter",
     "pg_replication_lag_seconds": "postgres_exporter",
     "pg_replication_is_replica": "postgres_exporter",
     # prometheus-blackbox-exporter, tls and http probes
