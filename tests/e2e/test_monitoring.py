@@ -66,6 +66,7 @@ FILLED = (
     "Free space on the fullest disk",
     "Database connections in use",
     "nginx: open connections",
+    "GPU memory held by the model server (torch)",
 )
 
 

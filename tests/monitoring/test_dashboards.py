@@ -130,8 +130,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 answer = httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()
                 if answer["data"]["result"]:
                     break
-            except httpx.HTTPError:
-                pass
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass  # not listening yet, or "Service Unavailable" while the TSDB opens
             assert process.poll() is None, (work / "prometheus.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "Prometheus did not scrape itself in 30 s"
             time.sleep(0.5)

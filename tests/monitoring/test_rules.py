@@ -54,6 +54,9 @@ TEXTFILE_WRITERS = {
     "clinchat_openbao_snapshot_last_success_timestamp_seconds": (
         "roles/openbao/templates/clinchat-openbao-snapshot.sh.j2"
     ),
+    "clinchat_gpu_utilization_ratio": "roles/monitoring/files/clinchat-gpu-metrics",
+    "clinchat_gpu_memory_used_bytes": "roles/monitoring/files/clinchat-gpu-metrics",
+    "clinchat_gpu_memory_total_bytes": "roles/monitoring/files/clinchat-gpu-metrics",
 }
 TEXTFILE_METRICS = set(TEXTFILE_WRITERS)
 
