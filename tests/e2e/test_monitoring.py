@@ -167,7 +167,7 @@ def test_the_console_shows_every_tier(converged: Path) -> None:
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1280,1500",
+            "--window-size=1280,1700",
             f"--screenshot={ARTIFACTS / 'monitoring-console.png'}",
             html.as_uri(),
         ],
